@@ -1,0 +1,115 @@
+"""The FastAPI application: routes, and one table from failures to HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from .. import __version__
+from ..control.controller import Controller
+from ..control.users import Users
+from ..model.errors import Invalid
+from . import services
+from .auth import AuthError
+from .envelope import data_response, error_response
+from .schemas import ErrorEnvelope, HealthEnvelope
+
+log = logging.getLogger("portway.api")
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def validation_message(err: RequestValidationError) -> str:
+    """Name the fields: `services.0.port: Input should be less than or equal to 65535`."""
+    problems = []
+    for e in err.errors()[:3]:
+        if e.get("type") == "json_invalid":
+            problems.append("body: not valid JSON")
+        elif e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):
+            problems.append("body: a JSON request body is required")
+        else:
+            problems.append(f"{_field_path(tuple(e.get('loc', ())))}: {e.get('msg')}")
+    return "; ".join(dict.fromkeys(problems)) or "invalid request"
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Invalid)
+    return error_response(400, exc.message)
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, validation_message(exc))
+
+
+async def _auth(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return error_response(exc.status_code, exc.message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error; the daemon's log has the details")
+
+
+def create_app(controller: Controller, users: Users, platform_domain: str) -> FastAPI:
+    app = FastAPI(
+        title="Portway",
+        version=__version__,
+        summary="A self-hosted services platform speaking the Unikraft Cloud Platform API",
+        redirect_slashes=False,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.controller = controller
+    app.state.users = users
+    app.state.platform_domain = platform_domain
+    app.add_exception_handler(Invalid, _invalid)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(AuthError, _auth)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(services.router)
+
+    @app.get(
+        "/v1/healthz",
+        tags=["health"],
+        summary="Liveness and versions (no token needed)",
+        responses={200: {"model": HealthEnvelope}, 503: {"model": ErrorEnvelope}},
+    )
+    async def healthz() -> Response:
+        started = time.perf_counter()
+        store = "ok" if await controller.healthy() else "failing"
+        if store != "ok":
+            return error_response(503, "the store is not answering", started)
+        return data_response(
+            {"checks": {"store": store}, "versions": {"portway": __version__, "api": "v1"}},
+            started,
+        )
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    async def openapi_v1() -> dict[str, Any]:
+        return app.openapi()
+
+    return app

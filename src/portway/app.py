@@ -1,0 +1,110 @@
+"""The composition root: builds every part from the settings and runs them under one TaskGroup.
+
+Only this module wires layers together (architecture.md import rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from .api.app import create_app
+from .config import Settings
+from .control.controller import Controller
+from .control.users import USERS_FILE, Users, ensure_admin
+from .store.sqlite import SQLiteStore
+
+log = logging.getLogger("portway")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What `portway up` tells the user once the API answers."""
+
+    api_url: str
+    token_file: Path
+    data_dir: Path
+
+
+class _Server(uvicorn.Server):
+    # The daemon owns SIGINT/SIGTERM (to stop every part, not just the API); uvicorn would
+    # otherwise install its own handlers and re-raise the signal after its shutdown.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _write_client_file(settings: Settings, ready: Ready) -> None:
+    """Where the CLI finds the daemon when UKC_METRO/UKC_TOKEN are not set."""
+    doc = {"metro": ready.api_url, "token_file": str(ready.token_file)}
+    tmp = settings.client_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(settings.client_file)
+
+
+async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
+    """Run the daemon until SIGINT or SIGTERM, then stop every part cleanly."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_file = ensure_admin(settings.data_dir)
+    users = Users(settings.data_dir / USERS_FILE)
+    controller = Controller(SQLiteStore(settings.database), platform_domain=settings.platform_domain)
+    api = create_app(controller, users, settings.platform_domain)
+    sock = _listen(settings.api_host, settings.api_port)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    server = _Server(
+        uvicorn.Config(
+            api, lifespan="off", access_log=False, log_level="warning", http="httptools",
+            timeout_keep_alive=30,
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            api_task = tasks.create_task(server.serve(sockets=[sock]), name="api")
+            autokill = tasks.create_task(controller.run_autokill(), name="autokill")
+            while not server.started:
+                if api_task.done():
+                    break
+                await asyncio.sleep(0.005)
+            ready = Ready(f"http://{shown_host}:{port}/v1", token_file, settings.data_dir)
+            _write_client_file(settings, ready)
+            on_ready(ready)
+            await stop.wait()
+            log.info("stopping")
+            server.should_exit = True
+            autokill.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        controller.close()
+        sock.close()
+
+
+def run(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
+    """Run on uvloop: the gateway shares this loop, and uvloop is what makes it fast."""
+    import uvloop
+
+    uvloop.run(serve(settings, on_ready))

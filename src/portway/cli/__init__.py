@@ -1,0 +1,1 @@
+"""The `portway` command: one module per verb group."""

@@ -1,0 +1,111 @@
+"""`portway`: the daemon (`up`), the operator's verbs (`user`), and the kraft-style resource verbs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from .. import __version__
+from .service import app as service_app
+
+app = typer.Typer(
+    name="portway",
+    help="Portway: a self-hosted services platform that speaks the Unikraft Cloud API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(service_app, name="service", help="Manage service groups (kraft cloud service).")
+user_app = typer.Typer(help="Manage users and API tokens (edits users.json in the data directory).")
+app.add_typer(user_app, name="user")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"portway {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Portway: a self-hosted services platform that speaks the Unikraft Cloud API."""
+
+
+@app.command()
+def up(
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where state lives [env PORTWAY_DATA_DIR; default: user data dir]"
+    ),
+    host: str | None = typer.Option(None, "--host", help="API address [env PORTWAY_API_HOST; 127.0.0.1]"),
+    port: int | None = typer.Option(
+        None, "--port", "-p", help="API port, 0 for any free one [env PORTWAY_API_PORT; 7420]"
+    ),
+    domain: str | None = typer.Option(
+        None, "--domain", help="Platform domain for generated FQDNs [env PORTWAY_DOMAIN; portway.localhost]"
+    ),
+) -> None:
+    """Run the Portway daemon in the foreground until Ctrl-C or SIGTERM."""
+    from .. import config
+    from ..app import Ready, run
+
+    settings = config.load(data_dir, host, port, domain)
+
+    def ready(info: Ready) -> None:
+        token = _read_token(info.token_file)
+        lines = [
+            f"Portway {__version__} is up.",
+            f"  API:        {info.api_url}",
+            f"  data:       {info.data_dir}",
+            f"  token file: {info.token_file}",
+            "",
+            "Point the official SDK and the CLI at it:",
+            f"  export UKC_METRO={info.api_url}",
+            f"  export UKC_TOKEN={token or '<a token from users.json>'}",
+        ]
+        print("\n".join(lines), flush=True)
+
+    try:
+        run(settings, ready)
+    except OSError as err:
+        _fail(f"cannot start: {err}")
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _fail(message: str) -> None:
+    print(f"portway: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+@user_app.command("add")
+def user_add(
+    name: str = typer.Argument(..., help="The user's name (a DNS label)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="[env PORTWAY_DATA_DIR]"),
+) -> None:
+    """Add a user, or a new token to an existing one, and print the token (shown only once)."""
+    from .. import config
+    from ..control.users import UsersFileError, add_user
+    from ..model.errors import Invalid
+
+    settings = config.load(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        token = add_user(settings.data_dir, name)
+    except (Invalid, UsersFileError) as err:
+        _fail(str(err))
+    print(token)
+
+
+def main() -> None:
+    app()

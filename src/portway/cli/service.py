@@ -1,0 +1,5 @@
+"""Placeholder: replaced by the service verbs."""
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,76 @@
+"""A real `portway up` process for end-to-end tests: port 0, a tmp data directory, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from portway.control.users import add_user
+
+START_TIMEOUT_S = 20.0
+
+
+class Daemon:
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""  # ends in /v1, as UKC_METRO
+        self.token = ""
+        self.output: list[str] = []
+        self._port = "0"
+
+    @property
+    def base(self) -> str:
+        """The URL without /v1, for raw HTTP calls."""
+        return self.url.removesuffix("/v1")
+
+    def start(self) -> Daemon:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("UKC_METRO", None)
+        env.pop("UKC_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "portway", "up", "--data-dir", str(self.data_dir),
+             "--port", self._port, *self.extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "UKC_METRO=" in line:
+                self.url = line.split("UKC_METRO=", 1)[1].strip()
+            if "UKC_TOKEN=" in line:
+                self.token = line.split("UKC_TOKEN=", 1)[1].strip()
+                # Keep the same port across restarts, as a user's config would.
+                self._port = self.url.rsplit(":", 1)[1].split("/", 1)[0]
+                return self
+        self.stop()
+        raise RuntimeError("portway up did not become ready:\n" + "".join(self.output))
+
+    def add_user(self, name: str) -> str:
+        return add_user(self.data_dir, name)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=15)
+        self._close()
+        return code
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._close()
+            return None if self.proc is None else self.proc.returncode
+        return self.kill(signal.SIGTERM)
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -1,0 +1,56 @@
+"""`portway up` itself: banner, health, auth, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+
+import httpx
+
+from tests.daemon import Daemon
+
+
+def test_banner_points_sdk_and_cli_at_the_daemon(daemon: Daemon) -> None:
+    text = "".join(daemon.output)
+    assert daemon.url.startswith("http://127.0.0.1:") and daemon.url.endswith("/v1")
+    assert daemon.token == (daemon.data_dir / "admin.token").read_text().strip()
+    assert "token file:" in text
+    client = json.loads((daemon.data_dir / "client.json").read_text())
+    assert client["metro"] == daemon.url
+
+
+def test_secrets_are_private(daemon: Daemon) -> None:
+    for name in ("admin.token", "users.json"):
+        mode = stat.S_IMODE((daemon.data_dir / name).stat().st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
+    users = (daemon.data_dir / "users.json").read_text()
+    assert daemon.token not in users, "tokens are stored as digests only"
+
+
+def test_healthz_needs_no_token(daemon: Daemon) -> None:
+    r = httpx.get(f"{daemon.url}/healthz", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["data"]["checks"] == {"store": "ok"}
+
+
+def test_auth_401_without_token_403_with_wrong_one(daemon: Daemon) -> None:
+    r = httpx.get(f"{daemon.url}/services", timeout=5)
+    assert r.status_code == 401 and r.json()["status"] == "error"
+    r = httpx.get(f"{daemon.url}/services", headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert r.status_code == 403 and r.json()["status"] == "error"
+    r = httpx.get(f"{daemon.url}/services", headers={"Authorization": "Basic abc"}, timeout=5)
+    assert r.status_code == 401
+
+
+def test_unknown_route_is_404_json_and_no_redirects(daemon: Daemon) -> None:
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    r = httpx.get(f"{daemon.url}/nothing-here", headers=auth, timeout=5)
+    assert r.status_code == 404 and r.json()["status"] == "error"
+    r = httpx.get(f"{daemon.url}/services/", headers=auth, timeout=5, follow_redirects=False)
+    assert not r.is_redirect
+
+
+def test_sigterm_stops_cleanly(daemon: Daemon) -> None:
+    assert daemon.kill(signal.SIGTERM) == 0
