@@ -34,9 +34,21 @@ class Daemon:
         env.pop("UKC_METRO", None)
         env.pop("UKC_TOKEN", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "portway", "up", "--data-dir", str(self.data_dir),
-             "--port", self._port, *self.extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "portway",
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                self._port,
+                *self.extra_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         assert self.proc.stdout is not None

@@ -20,7 +20,9 @@ import uvicorn
 from .api.app import create_app
 from .config import Settings
 from .control.controller import Controller
-from .control.users import USERS_FILE, Users, ensure_admin
+from .control.users import USERS_FILE, Users, UsersFileError, ensure_admin
+from .control.users import add_user as _add_user
+from .model.errors import Invalid
 from .store.sqlite import SQLiteStore
 
 log = logging.getLogger("portway")
@@ -33,6 +35,19 @@ class Ready:
     api_url: str
     token_file: Path
     data_dir: Path
+
+
+class SetupError(Exception):
+    """An operator command could not be done; the message says why."""
+
+
+def add_user(settings: Settings, name: str) -> str:
+    """`portway user add`: a new user (or a new token for one) in users.json; returns the token."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return _add_user(settings.data_dir, name)
+    except (Invalid, UsersFileError) as err:
+        raise SetupError(str(err)) from None
 
 
 class _Server(uvicorn.Server):
@@ -66,14 +81,20 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_file = ensure_admin(settings.data_dir)
     users = Users(settings.data_dir / USERS_FILE)
-    controller = Controller(SQLiteStore(settings.database), platform_domain=settings.platform_domain)
+    controller = Controller(
+        SQLiteStore(settings.database), platform_domain=settings.platform_domain
+    )
     api = create_app(controller, users, settings.platform_domain)
     sock = _listen(settings.api_host, settings.api_port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     server = _Server(
         uvicorn.Config(
-            api, lifespan="off", access_log=False, log_level="warning", http="httptools",
+            api,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            http="httptools",
             timeout_keep_alive=30,
         )
     )

@@ -1,1 +1,1 @@
-"""The Unikraft-compatible REST layer (ukc-api.md): wire types, envelope, one module per resource."""
+"""The Unikraft-compatible REST layer (ukc-api.md): wire types, envelope, routes."""

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..control.controller import Controller
@@ -72,6 +73,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error; the daemon's log has the details")
 
 
+class JSONOnly:
+    """The API takes only JSON, so a body sent without a JSON content type (curl -d, some Go
+    clients on GET/DELETE) is read as JSON rather than rejected as a form."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            original = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+            if b"json" not in original:
+                scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
 def create_app(controller: Controller, users: Users, platform_domain: str) -> FastAPI:
     app = FastAPI(
         title="Portway",
@@ -91,6 +108,7 @@ def create_app(controller: Controller, users: Users, platform_domain: str) -> Fa
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(services.router)
+    app.add_middleware(JSONOnly)
 
     @app.get(
         "/v1/healthz",

@@ -51,7 +51,10 @@ def items_response(key: str, items: Sequence[dict[str, Any]], started: float) ->
 
 
 def error_response(
-    status_code: int, message: str, started: float | None = None, headers: dict[str, str] | None = None
+    status_code: int,
+    message: str,
+    started: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """A request-level failure: HTTP 4xx/5xx with the message naming what is wrong."""
     doc: dict[str, Any] = {

@@ -171,7 +171,7 @@ def _service_keys(value: Any) -> list[tuple[int, str | None]]:
             protocol = entry.get("protocol")
             keys.append((entry["port"], protocol if isinstance(protocol, str) else None))
         else:
-            raise Invalid(f"value.{i}", "name a published port: 8443 or {\"port\": 8443}")
+            raise Invalid(f"value.{i}", 'name a published port: 8443 or {"port": 8443}')
     return keys
 
 
@@ -181,7 +181,7 @@ def _domain_keys(value: Any, platform_domain: str) -> list[str]:
     for i, entry in enumerate(_listed(value)):
         text = entry.get("name") or entry.get("fqdn") if isinstance(entry, dict) else entry
         if not isinstance(text, str) or not text:
-            raise Invalid(f"value.{i}", "name a domain: \"www.example.com\" or {\"name\": ...}")
+            raise Invalid(f"value.{i}", 'name a domain: "www.example.com" or {"name": ...}')
         text = text.lower()
         if text.endswith("."):
             fqdns.append(text[:-1])
@@ -192,9 +192,7 @@ def _domain_keys(value: Any, platform_domain: str) -> list[str]:
     return fqdns
 
 
-def parse_patch(
-    item: s.UpdateServiceGroupByUUIDRequest, user: User, platform_domain: str
-) -> Patch:
+def parse_patch(item: s.UpdateServiceGroupByUUIDRequest, user: User, platform_domain: str) -> Patch:
     """Give a triple's value the type its property needs, applying the same rules as create."""
     prop, op, value = item.prop, item.op, item.value
     if value is None:
@@ -207,8 +205,8 @@ def parse_patch(
     if prop == "domains":
         if op == DEL:
             return Patch(prop, op, _domain_keys(value, platform_domain))
-        specs = [domain_spec(x) for x in _typed(_DOMAINS, _listed(value))]
-        return Patch(prop, op, normalize_domains(specs, platform_domain, "value"))
+        domains = [domain_spec(x) for x in _typed(_DOMAINS, _listed(value))]
+        return Patch(prop, op, normalize_domains(domains, platform_domain, "value"))
     if prop == "autokill":
         if op == DEL:
             return Patch(prop, op, True)
@@ -236,8 +234,13 @@ async def create_service_group(
 
 
 async def _get(
-    request: Request, ctl: Controller, user: User, refs: list[Ref], count: int | None,
-    start: str | None, order: str,
+    request: Request,
+    ctl: Controller,
+    user: User,
+    refs: list[Ref],
+    count: int | None,
+    start: str | None,
+    order: str,
 ) -> Response:
     started = time.perf_counter()
     refs = unique_refs(refs + await body_refs(request))
@@ -302,7 +305,9 @@ async def get_service_group(
 
 
 async def _patch(
-    request: Request, ctl: Controller, user: User,
+    request: Request,
+    ctl: Controller,
+    user: User,
     triples: Sequence[tuple[Ref, s.UpdateServiceGroupByUUIDRequest]],
 ) -> Response:
     started = time.perf_counter()
@@ -350,14 +355,17 @@ async def _delete(ctl: Controller, user: User, refs: list[Ref]) -> Response:
     started = time.perf_counter()
     outcomes = await ctl.delete_groups(user, refs)
     items = [
-        error_item(o, r) if isinstance(o, ItemError)
+        error_item(o, r)
+        if isinstance(o, ItemError)
         else {"status": "success", "uuid": o.uuid, "name": o.name}
         for r, o in zip(refs, outcomes, strict=True)
     ]
     return items_response(KEY, items, started)
 
 
-@router.delete("/v1/services", summary="Delete service groups (refused while instances are attached)")
+@router.delete(
+    "/v1/services", summary="Delete service groups (refused while instances are attached)"
+)
 async def delete_service_groups(
     body: list[s.NameOrUUID] | None = Body(None),
     uuid: list[str] = Query([]),
@@ -368,7 +376,7 @@ async def delete_service_groups(
     refs = query_refs(uuid, name) + [ref_of(f"{i}", item) for i, item in enumerate(body or [])]
     refs = unique_refs(refs)
     if not refs:
-        raise Invalid("body", "name the service groups to delete: [{\"uuid\": ...} or {\"name\": ...}]")
+        raise Invalid("body", 'name the service groups to delete: [{"uuid": ...} or {"name": ...}]')
     return await _delete(ctl, user, refs)
 
 

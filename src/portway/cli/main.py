@@ -1,4 +1,4 @@
-"""`portway`: the daemon (`up`), the operator's verbs (`user`), and the kraft-style resource verbs."""
+"""`portway`: the daemon (`up`), operator verbs (`user`), and the kraft-style resource verbs."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ def up(
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Where state lives [env PORTWAY_DATA_DIR; default: user data dir]"
     ),
-    host: str | None = typer.Option(None, "--host", help="API address [env PORTWAY_API_HOST; 127.0.0.1]"),
+    host: str | None = typer.Option(
+        None, "--host", help="API address [env PORTWAY_API_HOST; 127.0.0.1]"
+    ),
     port: int | None = typer.Option(
         None, "--port", "-p", help="API port, 0 for any free one [env PORTWAY_API_PORT; 7420]"
     ),
     domain: str | None = typer.Option(
-        None, "--domain", help="Platform domain for generated FQDNs [env PORTWAY_DOMAIN; portway.localhost]"
+        None,
+        "--domain",
+        help="Platform domain for generated FQDNs [env PORTWAY_DOMAIN; portway.localhost]",
     ),
 ) -> None:
     """Run the Portway daemon in the foreground until Ctrl-C or SIGTERM."""
@@ -95,14 +99,11 @@ def user_add(
 ) -> None:
     """Add a user, or a new token to an existing one, and print the token (shown only once)."""
     from .. import config
-    from ..control.users import UsersFileError, add_user
-    from ..model.errors import Invalid
+    from ..app import SetupError, add_user
 
-    settings = config.load(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        token = add_user(settings.data_dir, name)
-    except (Invalid, UsersFileError) as err:
+        token = add_user(config.load(data_dir), name)
+    except SetupError as err:
         _fail(str(err))
     print(token)
 

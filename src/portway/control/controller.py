@@ -8,6 +8,7 @@ others without locks: a name check and the insert after it cannot interleave wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid as uuidlib
@@ -90,7 +91,7 @@ class Controller:
             spec,
             user=user.name,
             uuid=str(uuidlib.uuid4()),
-            now=datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0),
+            now=datetime.fromtimestamp(self._clock(), UTC),
             persistent=True,
             platform_domain=self._platform_domain,
             user_ips=user.addresses,
@@ -137,9 +138,7 @@ class Controller:
     def _patch(self, user: str, items: Sequence[PatchItem]) -> list[PatchOutcome]:
         refs = list(dict.fromkeys(item.ref for item in items))
         found = dict(zip(refs, self._resolve(user, refs), strict=True))
-        configs = {
-            g.uuid: g.config for g in found.values() if isinstance(g, ServiceGroup)
-        }
+        configs = {g.uuid: g.config for g in found.values() if isinstance(g, ServiceGroup)}
         for item in items:
             group = found[item.ref]
             if isinstance(group, ServiceGroup):
@@ -203,10 +202,8 @@ class Controller:
             next_at = await self._db(self._store.next_autokill_at)
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock())
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(delay, 3600.0))
-            except TimeoutError:
-                pass
 
     # --- rules that need the store ------------------------------------------------------
 

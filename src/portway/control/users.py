@@ -64,7 +64,7 @@ def _read(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise UsersFileError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
-        raise UsersFileError(f"{path}: expected {{\"users\": [...]}}")
+        raise UsersFileError(f'{path}: expected {{"users": [...]}}')
     return doc
 
 

@@ -11,6 +11,7 @@ import random
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import cast
 
 from . import names
 from .errors import Invalid
@@ -161,9 +162,7 @@ def check_tcp_handlers(where: str, port: int, destination_port: int, hs: tuple[s
             raise Invalid(where, f"port 443 must have both 'tls' and 'http' (got {shown})")
         return
     if TLS not in hs or HTTP in hs:
-        raise Invalid(
-            where, f"port {port} must have 'tls' and must not have 'http' (got {shown})"
-        )
+        raise Invalid(where, f"port {port} must have 'tls' and must not have 'http' (got {shown})")
 
 
 def normalize_service(where: str, spec: ServiceSpec, user_ips: Collection[str]) -> Service:
@@ -237,7 +236,9 @@ def check_domains(domains: Sequence[Domain]) -> None:
             raise Invalid("domains", f"'{fqdn}' is listed twice")
 
 
-def generated_domain(name: str, named_by_user: bool, platform_domain: str, rng: random.Random) -> Domain:
+def generated_domain(
+    name: str, named_by_user: bool, platform_domain: str, rng: random.Random
+) -> Domain:
     """The FQDN a group gets when it asks for none: its random name, or `<name>-<8 alnum>`
     so that a chosen name cannot be used to squat another user's hostname."""
     if not named_by_user:
@@ -292,7 +293,9 @@ class Patch:
     value: object = None
 
 
-def _del_services(current: tuple[Service, ...], keys: Iterable[tuple[int, str | None]]) -> tuple[Service, ...]:
+def _del_services(
+    current: tuple[Service, ...], keys: Iterable[tuple[int, str | None]]
+) -> tuple[Service, ...]:
     remaining = list(current)
     for port, protocol in keys:
         match = [s for s in remaining if s.port == port and protocol in (None, s.protocol)]
@@ -312,7 +315,9 @@ def _del_domains(current: tuple[Domain, ...], fqdns: Iterable[str]) -> tuple[Dom
     return tuple(remaining)
 
 
-def _merge_services(current: tuple[Service, ...], added: tuple[Service, ...]) -> tuple[Service, ...]:
+def _merge_services(
+    current: tuple[Service, ...], added: tuple[Service, ...]
+) -> tuple[Service, ...]:
     taken = {s.key for s in current}
     for service in added:
         if service.key in taken:
@@ -324,28 +329,34 @@ def apply_patch(config: GroupConfig, patch: Patch) -> GroupConfig:
     """Apply one triple. `set` replaces (no value clears), `add` merges, `del` removes members."""
     prop, op, value = patch.prop, patch.op, patch.value
     if prop in ("soft_limit", "hard_limit"):
-        if op != SET:
-            raise Invalid("op", f"{prop} is a number: only 'set' applies to it")
-        default = SOFT_LIMIT_DEFAULT if prop == "soft_limit" else HARD_LIMIT_DEFAULT
-        return replace(config, **{prop: default if value is None else value})
+        return _patch_limit(config, prop, op, cast(int | None, value))
     if prop == "autokill":
         if op == DEL:
             return replace(config, autokill_time_ms=0) if value else config
-        return replace(config, autokill_time_ms=0 if value is None else value)
+        return replace(config, autokill_time_ms=cast(int | None, value) or 0)
     if prop == "services":
-        current = config.services
-        if op == SET:
-            return replace(config, services=tuple(value or ()))  # type: ignore[arg-type]
+        if op == DEL:
+            keys = cast(Iterable[tuple[int, str | None]], value or ())
+            return replace(config, services=_del_services(config.services, keys))
+        services = tuple(cast(Iterable[Service], value or ()))
         if op == ADD:
-            return replace(config, services=_merge_services(current, tuple(value or ())))  # type: ignore[arg-type]
-        return replace(config, services=_del_services(current, value or ()))  # type: ignore[arg-type]
+            services = _merge_services(config.services, services)
+        return replace(config, services=services)
     if prop == "domains":
-        if op == SET:
-            return replace(config, domains=tuple(value or ()))  # type: ignore[arg-type]
-        if op == ADD:
-            return replace(config, domains=config.domains + tuple(value or ()))  # type: ignore[arg-type]
-        return replace(config, domains=_del_domains(config.domains, value or ()))  # type: ignore[arg-type]
+        if op == DEL:
+            fqdns = cast(Iterable[str], value or ())
+            return replace(config, domains=_del_domains(config.domains, fqdns))
+        domains = tuple(cast(Iterable[Domain], value or ()))
+        return replace(config, domains=config.domains + domains if op == ADD else domains)
     raise Invalid("prop", f"'{prop}' cannot be changed (one of: {', '.join(PROPS)})")
+
+
+def _patch_limit(config: GroupConfig, prop: str, op: str, value: int | None) -> GroupConfig:
+    if op != SET:
+        raise Invalid("op", f"{prop} is a number: only 'set' applies to it")
+    if prop == "soft_limit":
+        return replace(config, soft_limit=SOFT_LIMIT_DEFAULT if value is None else value)
+    return replace(config, hard_limit=HARD_LIMIT_DEFAULT if value is None else value)
 
 
 # --- creating a group ------------------------------------------------------------------------
@@ -363,11 +374,15 @@ class GroupSpec:
     autokill_time_ms: int | None = None
 
 
-def normalize_services(specs: Sequence[ServiceSpec], user_ips: Collection[str], where: str = "services") -> tuple[Service, ...]:
+def normalize_services(
+    specs: Sequence[ServiceSpec], user_ips: Collection[str], where: str = "services"
+) -> tuple[Service, ...]:
     return tuple(normalize_service(f"{where}.{i}", s, user_ips) for i, s in enumerate(specs))
 
 
-def normalize_domains(specs: Sequence[DomainSpec], platform_domain: str, where: str = "domains") -> tuple[Domain, ...]:
+def normalize_domains(
+    specs: Sequence[DomainSpec], platform_domain: str, where: str = "domains"
+) -> tuple[Domain, ...]:
     return tuple(normalize_domain(f"{where}.{i}", s, platform_domain) for i, s in enumerate(specs))
 
 
@@ -385,10 +400,7 @@ def new_group(
     """Check a create request and build the group it describes (names and FQDN included)."""
     name = names.check_name("name", spec.name) if spec.name is not None else None
     services = normalize_services(spec.services, user_ips)
-    if spec.domains:
-        domains = normalize_domains(spec.domains, platform_domain)
-    else:
-        domains = ()
+    domains = normalize_domains(spec.domains, platform_domain) if spec.domains else ()
     group_name = name or names.random_group_name(rng)
     if not domains:
         domains = (generated_domain(group_name, name is not None, platform_domain, rng),)

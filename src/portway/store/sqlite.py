@@ -133,9 +133,16 @@ class SQLiteStore:
                     f"INSERT INTO service_groups ({_GROUP_COLUMNS}) "
                     "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        group.uuid, group.user, group.name, group.created_at.isoformat(),
-                        int(group.persistent), c.soft_limit, c.hard_limit, c.autokill_time_ms,
-                        _services_json(c.services), group.empty_since,
+                        group.uuid,
+                        group.user,
+                        group.name,
+                        group.created_at.isoformat(),
+                        int(group.persistent),
+                        c.soft_limit,
+                        c.hard_limit,
+                        c.autokill_time_ms,
+                        _services_json(c.services),
+                        group.empty_since,
                     ),
                 )
                 self._insert_domains(group.uuid, c.domains)
@@ -149,8 +156,12 @@ class SQLiteStore:
                     "UPDATE service_groups SET soft_limit=?, hard_limit=?, autokill_time_ms=?, "
                     "services=? WHERE uuid=? AND user_id=?",
                     (
-                        config.soft_limit, config.hard_limit, config.autokill_time_ms,
-                        _services_json(config.services), uuid, user,
+                        config.soft_limit,
+                        config.hard_limit,
+                        config.autokill_time_ms,
+                        _services_json(config.services),
+                        uuid,
+                        user,
                     ),
                 )
                 self._db.execute("DELETE FROM domains WHERE group_uuid=?", (uuid,))
@@ -192,7 +203,7 @@ class SQLiteStore:
     def list_groups(
         self, user: str, count: int | None, start: str | None, descending: bool
     ) -> list[ServiceGroup]:
-        where, params = "user_id=?", [user]
+        where, params = "user_id=?", list[str | int]([user])
         if start is not None:
             row = self._db.execute(
                 "SELECT seq FROM service_groups WHERE uuid=? AND user_id=?", (start, user)
