@@ -148,8 +148,34 @@ def test_limits(soft: int, hard: int, ok: bool) -> None:
 
 
 def test_soft_above_hard_names_both() -> None:
-    with pytest.raises(Invalid, match=r"soft_limit \(6\) must not exceed hard_limit \(5\)"):
+    with pytest.raises(Invalid) as caught:
         check_limits(6, 5)
+    assert caught.value.message == "soft_limit: 6 must not exceed hard_limit (5)"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("web", True),
+        ("a", True),
+        ("my-app-2", True),
+        ("Web", False),
+        ("-web", False),
+        ("web-", False),
+        ("we_b", False),
+        ("a" * 64, False),
+        ("", False),
+        ("9bfe76ea-2679-482a-954e-577de7d122b3", False),
+    ],
+)
+def test_names(name: str, ok: bool) -> None:
+    from portway.model.names import check_name
+
+    if ok:
+        assert check_name("name", name) == name
+    else:
+        with pytest.raises(Invalid, match="^name: "):
+            check_name("name", name)
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ async def body_refs(request: Request) -> list[Ref]:
 
 
 def query_refs(uuids: Sequence[str], names: Sequence[str]) -> list[Ref]:
-    return [Ref(uuid=check_uuid("uuid", u)) for u in uuids] + [Ref(name=n) for n in names]
+    return [Ref(uuid=check_uuid(u)) for u in uuids] + [Ref(name=n) for n in names]
 
 
 # --- PATCH values ----------------------------------------------------------------------------
@@ -274,7 +274,7 @@ async def get_service_groups(
 
 def _cursor(value: str) -> str:
     try:
-        return check_uuid("from", value)
+        return check_uuid(value)
     except Invalid:
         # An unknown cursor is an empty page (the SDK resumes from an earlier one), and a
         # cursor that cannot be a uuid is unknown.
@@ -299,7 +299,7 @@ async def get_service_group(
     ctl: Controller = Depends(controller),
 ) -> Response:
     started = time.perf_counter()
-    ref = Ref(uuid=check_uuid("uuid", uuid))
+    ref = Ref(uuid=check_uuid(uuid))
     outcomes = await ctl.get_groups(user, [ref])
     return items_response(KEY, [outcome_item(ref, outcomes[0])], started)
 
@@ -347,7 +347,7 @@ async def update_service_group(
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
 ) -> Response:
-    ref = Ref(uuid=check_uuid("uuid", uuid))
+    ref = Ref(uuid=check_uuid(uuid))
     return await _patch(request, ctl, user, [(ref, body)])
 
 
@@ -386,4 +386,4 @@ async def delete_service_group(
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
 ) -> Response:
-    return await _delete(ctl, user, [Ref(uuid=check_uuid("uuid", uuid))])
+    return await _delete(ctl, user, [Ref(uuid=check_uuid(uuid))])

@@ -134,6 +134,7 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 # A name appears inside hostnames (FQDNs, <name>.internal), so it follows the DNS label rules.
 NAME_MAX = 63
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _WILDCARD_LABEL = "*"
 
@@ -160,6 +161,10 @@ def check_name(field: str, name: str) -> str:
             f"'{name}' is not a valid name: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit",
         )
+    if _UUID_SHAPE.match(name):
+        # A reference that looks like a uuid is looked up as one (kraft and the SDK do so),
+        # so a group with such a name could never be reached by its name.
+        raise Invalid(field, f"'{name}' looks like a uuid; choose a name that does not")
     return name
 
 

@@ -18,14 +18,15 @@ class Ref:
         return ("uuid", self.uuid) if self.uuid is not None else ("name", self.name or "")
 
 
-def check_uuid(field: str, value: str) -> str:
+def check_uuid(value: str) -> str:
     """A canonical lower-case UUID. A name sent where a uuid belongs fails here, as on UKC."""
+    # The message is the platform's own words, which clients match on; it names the value.
     try:
         parsed = uuidlib.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise Invalid(field, f"Invalid uuid '{value}'") from None
+        raise Invalid("", f"Invalid uuid '{value}'") from None
     if str(parsed) != value.lower():
-        raise Invalid(field, f"Invalid uuid '{value}'")
+        raise Invalid("", f"Invalid uuid '{value}'")
     return str(parsed)
 
 
@@ -33,7 +34,7 @@ def make_ref(field: str, uuid: str | None, name: str | None) -> Ref:
     if uuid is not None and name is not None:
         raise Invalid(field, "give either 'uuid' or 'name', not both")
     if uuid is not None:
-        return Ref(uuid=check_uuid(f"{field}.uuid", uuid))
+        return Ref(uuid=check_uuid(uuid))
     if name is not None:
         return Ref(name=name)
     raise Invalid(field, "needs a 'uuid' or a 'name'")

@@ -255,9 +255,7 @@ def check_limits(soft_limit: int, hard_limit: int) -> None:
         if not LIMIT_MIN <= value <= LIMIT_MAX:
             raise Invalid(where, f"{value} is out of range ({LIMIT_MIN}-{LIMIT_MAX})")
     if soft_limit > hard_limit:
-        raise Invalid(
-            "soft_limit", f"soft_limit ({soft_limit}) must not exceed hard_limit ({hard_limit})"
-        )
+        raise Invalid("soft_limit", f"{soft_limit} must not exceed hard_limit ({hard_limit})")
 
 
 def check_autokill(time_ms: int) -> int:
