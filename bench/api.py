@@ -73,7 +73,9 @@ def running_daemon(data_dir: Path) -> Iterator[Endpoint]:
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portway", "up", "--data-dir", str(data_dir), "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         yield wait_ready(proc, log_path)
@@ -243,8 +245,10 @@ def summarize(samples: Samples, floor_p50_ms: float) -> dict[str, Any]:
         "p50_vs_healthz": round(p50 / floor_p50_ms, 2) if floor_p50_ms else None,
         "goal_p99_ms": GOALS_P99_MS.get(samples.name),
     }
-    row["result"] = None if row["goal_p99_ms"] is None else (
-        "PASS" if row["p99_ms"] < row["goal_p99_ms"] else "MISS"
+    row["result"] = (
+        None
+        if row["goal_p99_ms"] is None
+        else ("PASS" if row["p99_ms"] < row["goal_p99_ms"] else "MISS")
     )
     return row
 
@@ -264,8 +268,18 @@ def print_table(machine: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(f"machine: {machine['cpu_count']} CPUs, {machine['python']}, {machine['platform']}")
     print(f"sqlite {machine['sqlite']}, httpx {machine['httpx']}, data dir {machine['data_dir']}")
     print()
-    header = ("operation", "count", "p50", "p90", "p99", "max", "srv p50", "x healthz",
-              "goal p99", "result")
+    header = (
+        "operation",
+        "count",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "srv p50",
+        "x healthz",
+        "goal p99",
+        "result",
+    )
     print(f"{header[0]:<12} {header[1]:>6} " + " ".join(f"{h:>9}" for h in header[2:]))
     for r in rows:
         goal = "-" if r["goal_p99_ms"] is None else f"< {r['goal_p99_ms']:g}"
@@ -273,8 +287,10 @@ def print_table(machine: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         figures = " ".join(
             f"{r[k]:>9.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "server_p50_ms")
         )
-        print(f"{r['operation']:<12} {r['count']:>6} {figures} {ratio:>9} {goal:>9} "
-              f"{r['result'] or '-':>9}")
+        print(
+            f"{r['operation']:<12} {r['count']:>6} {figures} {ratio:>9} {goal:>9} "
+            f"{r['result'] or '-':>9}"
+        )
     print("\nall times in ms, measured on the client; srv p50 from the daemon's op_time_us")
 
 
@@ -286,7 +302,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1000, help="groups to create (default 1000)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     parser.add_argument(
-        "--data-dir", type=Path, default=None,
+        "--data-dir",
+        type=Path,
+        default=None,
         help="parent directory for the daemon's fresh data directory (default: system temp)",
     )
     args = parser.parse_args(argv)
@@ -301,11 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(tmp) / "data"
         machine = machine_info(data_dir)
         try:
-            with running_daemon(data_dir) as daemon, httpx.Client(
-                base_url=daemon.url,
-                headers={"Authorization": f"Bearer {daemon.token}"},
-                timeout=REQUEST_TIMEOUT_S,
-            ) as client:
+            with (
+                running_daemon(data_dir) as daemon,
+                httpx.Client(
+                    base_url=daemon.url,
+                    headers={"Authorization": f"Bearer {daemon.token}"},
+                    timeout=REQUEST_TIMEOUT_S,
+                ) as client,
+            ):
                 results = run_benchmark(client, args.count)
         except (BenchError, httpx.HTTPError) as err:
             print(f"bench/api.py: {err}", file=sys.stderr)

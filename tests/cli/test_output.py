@@ -64,8 +64,7 @@ def test_humanize_since(created: str, shown: str) -> None:
 @pytest.mark.parametrize(
     ("service", "shown"),
     [
-        ({"port": 443, "destination_port": 8080, "handlers": ["tls", "http"]},
-         "443:8080/tls+http"),
+        ({"port": 443, "destination_port": 8080, "handlers": ["tls", "http"]}, "443:8080/tls+http"),
         ({"port": 8080, "destination_port": 8080, "handlers": []}, "8080:8080"),
         ({"port": 53, "destination_port": 53, "protocol": "udp", "handlers": []}, "53:53/udp"),
     ],
@@ -76,27 +75,29 @@ def test_describe_service(service: dict[str, Any], shown: str) -> None:
 
 def test_list_is_one_key_value_block_per_group() -> None:
     other = {**GROUP, "name": "second", "instances": [], "persistent": True}
-    assert render_list([GROUP, other]) == "\n".join([
-        "uuid: 954b4a52-fc51-4eac-b5c9-1fc2a368a237",
-        "name: wandering-shape",
-        "fqdn: wandering-shape.example.net,www.example.com",
-        "services: 443:8080/tls+http 80:443/http+redirect",
-        "instances: nginx-8ujeu d6238ac6",  # the uuid when an instance has no name
-        "created at: 2026-05-28T13:53:40Z",  # raw in lists
-        "persistent: false",
-        "soft limit: 1",
-        "hard limit: 65535",
-        "",
-        "uuid: 954b4a52-fc51-4eac-b5c9-1fc2a368a237",
-        "name: second",
-        "fqdn: wandering-shape.example.net,www.example.com",
-        "services: 443:8080/tls+http 80:443/http+redirect",
-        "instances: ",
-        "created at: 2026-05-28T13:53:40Z",
-        "persistent: true",
-        "soft limit: 1",
-        "hard limit: 65535",
-    ])
+    assert render_list([GROUP, other]) == "\n".join(
+        [
+            "uuid: 954b4a52-fc51-4eac-b5c9-1fc2a368a237",
+            "name: wandering-shape",
+            "fqdn: wandering-shape.example.net,www.example.com",
+            "services: 443:8080/tls+http 80:443/http+redirect",
+            "instances: nginx-8ujeu d6238ac6",  # the uuid when an instance has no name
+            "created at: 2026-05-28T13:53:40Z",  # raw in lists
+            "persistent: false",
+            "soft limit: 1",
+            "hard limit: 65535",
+            "",
+            "uuid: 954b4a52-fc51-4eac-b5c9-1fc2a368a237",
+            "name: second",
+            "fqdn: wandering-shape.example.net,www.example.com",
+            "services: 443:8080/tls+http 80:443/http+redirect",
+            "instances: ",
+            "created at: 2026-05-28T13:53:40Z",
+            "persistent: true",
+            "soft limit: 1",
+            "hard limit: 65535",
+        ]
+    )
 
 
 def rendered(fmt: OutputFormat, groups: list[dict[str, Any]]) -> str:
@@ -109,7 +110,12 @@ def test_table_columns_and_humanized_time() -> None:
     # A narrow console that is not a terminal: lines must still not wrap or be padded.
     lines = rendered(OutputFormat.TABLE, [GROUP]).splitlines()
     assert re.split(r"\s{2,}", lines[0]) == [
-        "NAME", "FQDN", "SERVICES", "INSTANCES", "CREATED AT", "PERSISTENT"
+        "NAME",
+        "FQDN",
+        "SERVICES",
+        "INSTANCES",
+        "CREATED AT",
+        "PERSISTENT",
     ]
     assert len(lines) == 2
     assert lines[1].startswith("wandering-shape  wandering-shape.example.net,www.example.com  ")

@@ -34,13 +34,19 @@ HTTPS_PAIR = [
         (["8080"], [{"port": 8080, "destination_port": 8080}]),
         (["8443:8080/tls"], [{"port": 8443, "destination_port": 8080, "handlers": ["tls"]}]),
         # Handlers are passed in the order given; the daemon orders them.
-        (["443:8080/http+tls"], [{"port": 443, "destination_port": 8080,
-                                  "handlers": ["http", "tls"]}]),
-        (["80:443/redirect+http"], [{"port": 80, "destination_port": 443,
-                                     "handlers": ["redirect", "http"]}]),
+        (
+            ["443:8080/http+tls"],
+            [{"port": 443, "destination_port": 8080, "handlers": ["http", "tls"]}],
+        ),
+        (
+            ["80:443/redirect+http"],
+            [{"port": 80, "destination_port": 443, "handlers": ["redirect", "http"]}],
+        ),
         # Only a *lone* 443 without handlers expands, as in kraft.
-        (["443:8080", "8443:9000"], [{"port": 443, "destination_port": 8080},
-                                     {"port": 8443, "destination_port": 9000}]),
+        (
+            ["443:8080", "8443:9000"],
+            [{"port": 443, "destination_port": 8080}, {"port": 8443, "destination_port": 9000}],
+        ),
         (["1:65535"], [{"port": 1, "destination_port": 65535}]),
     ],
 )
@@ -74,15 +80,23 @@ def test_parse_services_rejects_bad_specs_naming_them(spec: str, problem: str) -
 
 def test_create_request_domains_and_limits() -> None:
     request = create_request(
-        ["8443:8080/tls"], name="web", domains=["www.example.com", "api.example.com."],
-        subdomains=["shop.", "blog"], soft_limit=2, hard_limit=5,
+        ["8443:8080/tls"],
+        name="web",
+        domains=["www.example.com", "api.example.com."],
+        subdomains=["shop.", "blog"],
+        soft_limit=2,
+        hard_limit=5,
     )
     assert request == {
         "services": [{"port": 8443, "destination_port": 8080, "handlers": ["tls"]}],
         "name": "web",
         # -d becomes an FQDN (trailing dot, once); -s a platform subdomain (no dot).
-        "domains": [{"name": "www.example.com."}, {"name": "api.example.com."},
-                    {"name": "shop"}, {"name": "blog"}],
+        "domains": [
+            {"name": "www.example.com."},
+            {"name": "api.example.com."},
+            {"name": "shop"},
+            {"name": "blog"},
+        ],
         "soft_limit": 2,
         "hard_limit": 5,
     }
@@ -146,8 +160,12 @@ def as_json(result: Result) -> list[dict[str, Any]]:
 
 def server_group(daemon: Daemon, name: str) -> dict[str, Any]:
     """What the daemon itself holds, read without the CLI."""
-    r = httpx.get(f"{daemon.url}/services", params={"name": name},
-                  headers={"Authorization": f"Bearer {daemon.token}"}, timeout=5)
+    r = httpx.get(
+        f"{daemon.url}/services",
+        params={"name": name},
+        headers={"Authorization": f"Bearer {daemon.token}"},
+        timeout=5,
+    )
     item: dict[str, Any] = r.json()["data"]["service_groups"][0]
     return item
 
@@ -165,8 +183,9 @@ def env(shared_daemon: Daemon) -> dict[str, str | None]:
     return env_for(shared_daemon)
 
 
-def test_create_443_expands_to_https_and_redirect(env: dict[str, str | None],
-                                                   shared_daemon: Daemon) -> None:
+def test_create_443_expands_to_https_and_redirect(
+    env: dict[str, str | None], shared_daemon: Daemon
+) -> None:
     [group] = as_json(cli(env, "create", "443:8080", "-n", "expand", "-o", "json"))
     described = [(s["port"], s["destination_port"], s["handlers"]) for s in group["services"]]
     assert described == [(443, 8080, ["tls", "http"]), (80, 443, ["http", "redirect"])]
@@ -174,11 +193,27 @@ def test_create_443_expands_to_https_and_redirect(env: dict[str, str | None],
 
 
 def test_create_with_every_flag(env: dict[str, str | None], shared_daemon: Daemon) -> None:
-    out = ok(cli(env, "new", "8443:8080/tls", "-n", "flags", "-d", "flags.example.com",
-                 "-s", "flags-sub.", "-l", "3", "-L", "7"))
+    out = ok(
+        cli(
+            env,
+            "new",
+            "8443:8080/tls",
+            "-n",
+            "flags",
+            "-d",
+            "flags.example.com",
+            "-s",
+            "flags-sub.",
+            "-l",
+            "3",
+            "-L",
+            "7",
+        )
+    )
     held = server_group(shared_daemon, "flags")
     assert [d["fqdn"] for d in held["domains"]] == [
-        "flags.example.com", "flags-sub.portway.localhost"
+        "flags.example.com",
+        "flags-sub.portway.localhost",
     ]
     assert (held["soft_limit"], held["hard_limit"]) == (3, 7)
     # create prints the re-read group, `-o list` by default
@@ -200,8 +235,15 @@ def test_list_in_three_formats(env: dict[str, str | None]) -> None:
     ok(cli(env, "create", "9002/tls", "-n", "list-b"))
 
     table = ok(cli(env, "list")).splitlines()
-    assert table[0].split() == ["NAME", "FQDN", "SERVICES", "INSTANCES", "CREATED", "AT",
-                                "PERSISTENT"]
+    assert table[0].split() == [
+        "NAME",
+        "FQDN",
+        "SERVICES",
+        "INSTANCES",
+        "CREATED",
+        "AT",
+        "PERSISTENT",
+    ]
     row = next(line for line in table if line.startswith("list-b "))
     assert "9002:9002/tls" in row and row.endswith("true")
     assert " ago " in row or " now " in row, row  # humanized, never raw RFC 3339
@@ -227,7 +269,9 @@ def test_get_by_name_and_uuid_in_three_formats(env: dict[str, str | None]) -> No
 
     table = ok(cli(env, "get", "getme", "-o", "table")).splitlines()
     assert len(table) == 2 and table[1].split()[:3] == [
-        "getme", created["domains"][0]["fqdn"], "9100:9100/tls"
+        "getme",
+        created["domains"][0]["fqdn"],
+        "9100:9100/tls",
     ]
     assert "UUID" not in table[0] and "LIMIT" not in table[0]
 
@@ -271,8 +315,11 @@ def test_remove_needs_names_or_all(env: dict[str, str | None], args: tuple[str, 
     [
         ("abc", "portway: port spec 'abc': 'abc' is not a port number"),
         ("70000:80", "portway: port spec '70000:80': port 70000 is out of range 1-65535"),
-        ("443:8080/bogus", "portway: port spec '443:8080/bogus': unknown handler 'bogus' "
-                           "(use tls, http, redirect joined by '+')"),
+        (
+            "443:8080/bogus",
+            "portway: port spec '443:8080/bogus': unknown handler 'bogus' "
+            "(use tls, http, redirect joined by '+')",
+        ),
     ],
 )
 def test_bad_spec_fails_before_sending(spec: str, message: str) -> None:

@@ -23,8 +23,7 @@ def fake(handler: Handler) -> Client:
 
 
 def envelope(items: list[dict[str, Any]], **top: Any) -> httpx.Response:
-    return httpx.Response(200, json={"status": "success", **top,
-                                     "data": {"service_groups": items}})
+    return httpx.Response(200, json={"status": "success", **top, "data": {"service_groups": items}})
 
 
 # --- where the daemon is ---------------------------------------------------------------------
@@ -144,9 +143,16 @@ def error_of(response: httpx.Response) -> ClientError:
 
 
 def test_http_error_uses_the_envelope_message() -> None:
-    err = error_of(httpx.Response(400, json={
-        "status": "error", "message": "soft_limit: too high",
-        "errors": [{"status": 400, "message": "soft_limit: too high"}]}))
+    err = error_of(
+        httpx.Response(
+            400,
+            json={
+                "status": "error",
+                "message": "soft_limit: too high",
+                "errors": [{"status": 400, "message": "soft_limit: too high"}],
+            },
+        )
+    )
     assert (str(err), err.status_code) == ("soft_limit: too high", 400)
 
 
@@ -158,13 +164,30 @@ def test_http_error_falls_back_to_errors_then_status_line() -> None:
 
 
 def test_failed_items_are_the_message() -> None:
-    err = error_of(httpx.Response(200, json={
-        "status": "partial_success", "message": "2 of 3 items failed",
-        "data": {"service_groups": [
-            {"status": "success", "uuid": "u1", "name": "a"},
-            {"status": "error", "error": 8, "message": "No service group with name 'b'"},
-            {"status": "error", "error": 15, "message": "Service group 'c' has instances"},
-        ]}}))
+    err = error_of(
+        httpx.Response(
+            200,
+            json={
+                "status": "partial_success",
+                "message": "2 of 3 items failed",
+                "data": {
+                    "service_groups": [
+                        {"status": "success", "uuid": "u1", "name": "a"},
+                        {
+                            "status": "error",
+                            "error": 8,
+                            "message": "No service group with name 'b'",
+                        },
+                        {
+                            "status": "error",
+                            "error": 15,
+                            "message": "Service group 'c' has instances",
+                        },
+                    ]
+                },
+            },
+        )
+    )
     assert str(err) == "No service group with name 'b'; Service group 'c' has instances"
     assert err.error_code == 8
     assert [i["status"] for i in err.items] == ["success", "error", "error"]
@@ -176,8 +199,9 @@ def test_top_level_errors_fail_even_on_200() -> None:
 
 
 def test_not_an_envelope() -> None:
-    err = error_of(httpx.Response(200, text="<html>hello</html>",
-                                  headers={"content-type": "text/html"}))
+    err = error_of(
+        httpx.Response(200, text="<html>hello</html>", headers={"content-type": "text/html"})
+    )
     assert "not a Unikraft Cloud API envelope" in str(err) and "text/html" in str(err)
     err = error_of(httpx.Response(200, json={"status": "success", "data": {}}))
     assert "no data.service_groups list" in str(err)
@@ -227,7 +251,7 @@ class PagedServer:
             if params["from"] not in self.uuids:
                 return envelope([])
             start = self.uuids.index(params["from"])
-        page = self.uuids[start:start + int(params["count"])]
+        page = self.uuids[start : start + int(params["count"])]
         return envelope([{"status": "success", "uuid": u} for u in page])
 
 

@@ -77,7 +77,7 @@ def test_domains_are_global(tmp_path: Path) -> None:
 
         spec = GroupSpec([ServiceSpec(443, 8080)], domains=[DomainSpec("shop.example.com.")])
         await ctl.create_group(ALICE, spec)
-        with pytest.raises(ItemError, match="Domain 'shop.example.com' is already in use"):
+        with pytest.raises(ItemError, match=r"Domain 'shop\.example\.com' is already in use"):
             await ctl.create_group(BOB, spec)
 
     run(tmp_path, body)

@@ -118,8 +118,14 @@ class Writer:
     """Sends one write at a time until stopped or until the daemon goes away mid-request."""
 
     def __init__(
-        self, daemon: Daemon, ledger: Ledger, owned: list[str], rng: random.Random,
-        prefix: str, ready: threading.Barrier, stop: threading.Event,
+        self,
+        daemon: Daemon,
+        ledger: Ledger,
+        owned: list[str],
+        rng: random.Random,
+        prefix: str,
+        ready: threading.Barrier,
+        stop: threading.Event,
     ) -> None:
         self.daemon = daemon
         self.ledger = ledger
@@ -201,8 +207,13 @@ def write_until_killed(
     uuids = sorted(ledger.live)
     writers = [
         Writer(
-            daemon, ledger, owned=uuids[w::WRITERS], rng=random.Random(f"{seed}-{cycle}-{w}"),
-            prefix=f"c{cycle}-w{w}", ready=ready, stop=stop,
+            daemon,
+            ledger,
+            owned=uuids[w::WRITERS],
+            rng=random.Random(f"{seed}-{cycle}-{w}"),
+            prefix=f"c{cycle}-w{w}",
+            ready=ready,
+            stop=stop,
         )
         for w in range(WRITERS)
     ]

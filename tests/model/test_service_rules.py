@@ -174,7 +174,7 @@ def test_names(name: str, ok: bool) -> None:
     if ok:
         assert check_name("name", name) == name
     else:
-        with pytest.raises(Invalid, match="^name: "):
+        with pytest.raises(Invalid, match=r"^name: "):
             check_name("name", name)
 
 

@@ -35,7 +35,7 @@ class Open(BaseModel):
 class NameOrUUID(Strict):
     """Exactly one of `uuid` or `name`."""
 
-    uuid: str | None = None
+    uuid: str | None = Field(None, json_schema_extra={"format": "uuid"})
     name: str | None = None
 
 
@@ -73,7 +73,7 @@ class UpdateServiceGroupByUUIDRequest(Strict):
 
 
 class UpdateServiceGroupsRequestItem(UpdateServiceGroupByUUIDRequest):
-    uuid: str | None = None
+    uuid: str | None = Field(None, json_schema_extra={"format": "uuid"})
     name: str | None = None
 
 

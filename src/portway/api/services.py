@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
@@ -253,16 +253,26 @@ async def _get(
 
 
 ListOrder = Query("asc", pattern="^(asc|desc)$", description="Creation order")
+# Documented as uuids so that a fuzzer reaches past validation; checked by check_uuid, whose
+# message is the platform's own ("Invalid uuid 'x'").
+UUID_FORMAT = {"format": "uuid"}
+UuidPath = Path(..., description="The group's uuid", json_schema_extra=UUID_FORMAT)
+UuidQuery = Query([], description="Repeat to ask for several", json_schema_extra=UUID_FORMAT)
 
 
 @router.get("/v1/services", summary="Get service groups by uuid or name, or list them")
 async def get_service_groups(
     request: Request,
-    uuid: list[str] = Query([], description="Repeat to ask for several"),
+    uuid: list[str] = UuidQuery,
     name: list[str] = Query([], description="Repeat to ask for several"),
     details: bool = Query(True, description="Full objects are always returned"),
     count: int | None = Query(None, ge=1, le=100_000, description="Page size"),
-    from_: str | None = Query(None, alias="from", description="The uuid to start at (inclusive)"),
+    from_: str | None = Query(
+        None,
+        alias="from",
+        description="The uuid to start at (inclusive)",
+        json_schema_extra=UUID_FORMAT,
+    ),
     order: str = ListOrder,
     sortby: str | None = Query(None, pattern="^create_time$"),
     user: User = Depends(authenticate),
@@ -293,7 +303,7 @@ async def list_service_groups_legacy(
 @router.get("/v1/services/{uuid}", summary="Get a service group by uuid")
 async def get_service_group(
     request: Request,
-    uuid: str,
+    uuid: str = UuidPath,
     details: bool = Query(True),
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
@@ -342,8 +352,8 @@ async def update_service_groups(
 @router.patch("/v1/services/{uuid}", summary="Update a service group by uuid")
 async def update_service_group(
     request: Request,
-    uuid: str,
     body: s.UpdateServiceGroupByUUIDRequest,
+    uuid: str = UuidPath,
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
 ) -> Response:
@@ -368,7 +378,7 @@ async def _delete(ctl: Controller, user: User, refs: list[Ref]) -> Response:
 )
 async def delete_service_groups(
     body: list[s.NameOrUUID] | None = Body(None),
-    uuid: list[str] = Query([]),
+    uuid: list[str] = UuidQuery,
     name: list[str] = Query([]),
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
@@ -382,7 +392,7 @@ async def delete_service_groups(
 
 @router.delete("/v1/services/{uuid}", summary="Delete a service group by uuid")
 async def delete_service_group(
-    uuid: str,
+    uuid: str = UuidPath,
     user: User = Depends(authenticate),
     ctl: Controller = Depends(controller),
 ) -> Response:

@@ -94,8 +94,11 @@ def parse_services(specs: Sequence[str]) -> list[ServiceRequest]:
     if len(services) == 1 and services[0]["port"] == HTTPS_PORT and "handlers" not in services[0]:
         https = services[0]
         return [
-            {"port": HTTPS_PORT, "destination_port": https["destination_port"],
-             "handlers": ["tls", "http"]},
+            {
+                "port": HTTPS_PORT,
+                "destination_port": https["destination_port"],
+                "handlers": ["tls", "http"],
+            },
             {"port": HTTP_PORT, "destination_port": HTTPS_PORT, "handlers": ["http", "redirect"]},
         ]
     return services
@@ -198,7 +201,10 @@ def create(
         [], "--domain", "-d", help="A domain of your own (repeatable).", show_default=False
     ),
     subdomains: list[str] = typer.Option(
-        [], "--subdomain", "-s", help="A subdomain of the platform domain (repeatable).",
+        [],
+        "--subdomain",
+        "-s",
+        help="A subdomain of the platform domain (repeatable).",
         show_default=False,
     ),
     soft_limit: int | None = typer.Option(
@@ -212,8 +218,12 @@ def create(
     """Create a service group and show it (alias: new)."""
     with reporting_errors():
         request = create_request(
-            specs, name=name, domains=domains, subdomains=subdomains,
-            soft_limit=soft_limit, hard_limit=hard_limit,
+            specs,
+            name=name,
+            domains=domains,
+            subdomains=subdomains,
+            soft_limit=soft_limit,
+            hard_limit=hard_limit,
         )
         with connect() as client:
             created = client.create_service_group(request)
@@ -254,9 +264,11 @@ def remove(
         if remove_all == bool(names):
             raise BadArgument("name the service groups to remove, or pass --all (not both)")
         with connect() as client:
-            refs = [ref_of(g) for g in client.list_service_groups()] if remove_all else [
-                identifier_ref(n) for n in names
-            ]
+            refs = (
+                [ref_of(g) for g in client.list_service_groups()]
+                if remove_all
+                else [identifier_ref(n) for n in names]
+            )
             if refs:
                 report_removed(client, refs)
 

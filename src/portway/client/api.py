@@ -108,8 +108,8 @@ def read_local_daemon(data_dir: Path) -> LocalDaemon | None:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ClientError(f"cannot read {path}: {err}") from None
-    metro, token_file = (doc.get("metro"), doc.get("token_file")) if isinstance(doc, dict) else (
-        None, None
+    metro, token_file = (
+        (doc.get("metro"), doc.get("token_file")) if isinstance(doc, dict) else (None, None)
     )
     if not isinstance(metro, str) or not isinstance(token_file, str):
         raise ClientError(f"{path} needs string fields 'metro' and 'token_file'")
