@@ -1,0 +1,1 @@
+"""Runtimes: the driver protocol, the process driver, images, private addresses."""
