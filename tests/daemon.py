@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,9 +65,23 @@ class Daemon:
                 self.token = line.split("UKC_TOKEN=", 1)[1].strip()
                 # Keep the same port across restarts, as a user's config would.
                 self._port = self.url.rsplit(":", 1)[1].split("/", 1)[0]
+                self._drain()
                 return self
         self.stop()
         raise RuntimeError("portway up did not become ready:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        """Keep reading the daemon's output after start-up: a full pipe would block it."""
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            with contextlib.suppress(ValueError, OSError):
+                for line in stdout:
+                    self.output.append(line)
+
+        threading.Thread(target=pump, name="daemon-output", daemon=True).start()
 
     def add_user(self, name: str) -> str:
         return add_user(self.data_dir, name)
@@ -84,5 +100,5 @@ class Daemon:
         return self.kill(signal.SIGTERM)
 
     def _close(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        # The pump thread owns reading; it ends when the pipe reaches EOF with the process.
+        return

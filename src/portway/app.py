@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -20,9 +21,13 @@ import uvicorn
 from .api.app import create_app
 from .config import Settings
 from .control.controller import Controller
+from .control.images import ImageController
+from .control.instances import InstanceController
 from .control.users import USERS_FILE, Users, UsersFileError, ensure_admin
 from .control.users import add_user as _add_user
 from .model.errors import Invalid
+from .runtime.images import ImageFiles
+from .runtime.process import ProcessDriver
 from .store.sqlite import SQLiteStore
 
 log = logging.getLogger("portway")
@@ -81,10 +86,20 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_file = ensure_admin(settings.data_dir)
     users = Users(settings.data_dir / USERS_FILE)
-    controller = Controller(
-        SQLiteStore(settings.database), platform_domain=settings.platform_domain
+    store = SQLiteStore(settings.database)
+    controller = Controller(store, platform_domain=settings.platform_domain)
+    files = ImageFiles(settings.data_dir / "images")
+    driver = _driver(settings)
+    instances = InstanceController(
+        controller,
+        store,
+        driver,
+        files,
+        settings.data_dir,
+        platform_domain=settings.platform_domain,
     )
-    api = create_app(controller, users, settings.platform_domain)
+    images = ImageController(controller, store, files)
+    api = create_app(controller, users, settings.platform_domain, instances, images)
     sock = _listen(settings.api_host, settings.api_port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -103,9 +118,11 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await instances.reconcile()
         async with asyncio.TaskGroup() as tasks:
             api_task = tasks.create_task(server.serve(sockets=[sock]), name="api")
             autokill = tasks.create_task(controller.run_autokill(), name="autokill")
+            trimmer = tasks.create_task(instances.run_log_trimmer(), name="log-trimmer")
             while not server.started:
                 if api_task.done():
                     break
@@ -117,11 +134,21 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             log.info("stopping")
             server.should_exit = True
             autokill.cancel()
+            trimmer.cancel()
+            await instances.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         controller.close()
+        driver.close()
         sock.close()
+
+
+def _driver(settings: Settings) -> ProcessDriver:
+    """The process driver, with a namespace of its own per data directory so that two daemons
+    on one host (tests, say) never touch each other's process trees."""
+    namespace = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+    return ProcessDriver(namespace=namespace, state_dir=settings.data_dir / "runtime")
 
 
 def run(settings: Settings, on_ready: Callable[[Ready], None]) -> None:

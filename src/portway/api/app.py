@@ -14,8 +14,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..control.controller import Controller
+from ..control.images import ImageController
+from ..control.instances import InstanceController
 from ..control.users import Users
 from ..model.errors import Invalid
+from . import images as image_routes
+from . import instances as instance_routes
 from . import services
 from .auth import AuthError
 from .envelope import data_response, error_response
@@ -89,7 +93,13 @@ class JSONOnly:
         await self.app(scope, receive, send)
 
 
-def create_app(controller: Controller, users: Users, platform_domain: str) -> FastAPI:
+def create_app(
+    controller: Controller,
+    users: Users,
+    platform_domain: str,
+    instances: InstanceController | None = None,
+    images: ImageController | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="Portway",
         version=__version__,
@@ -108,6 +118,12 @@ def create_app(controller: Controller, users: Users, platform_domain: str) -> Fa
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(services.router)
+    if instances is not None:
+        app.state.instances = instances
+        app.include_router(instance_routes.router)
+    if images is not None:
+        app.state.images = images
+        app.include_router(image_routes.router)
     app.add_middleware(JSONOnly)
 
     @app.get(

@@ -72,6 +72,13 @@ class Controller:
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
+    #: The store thread, shared with the other controllers so every use-case stays atomic.
+    in_store = _db
+
+    def changed(self) -> None:
+        """Wake the autokill loop: a group may have become empty."""
+        self._changed.set()
+
     def close(self) -> None:
         self._thread.shutdown(wait=True)
         self._store.close()
