@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from .. import __version__
+from .deploy import DeployCommand, deploy
+from .image import app as image_app
+from .instance import app as instance_app
 from .service import app as service_app
 
 app = typer.Typer(
@@ -18,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(service_app, name="service", help="Manage service groups (kraft cloud service).")
+app.add_typer(instance_app, name="instance", help="Manage instances (kraft cloud instance).")
+app.add_typer(image_app, name="image", help="Build and manage images (a Portway extension).")
+app.command("deploy", cls=DeployCommand)(deploy)
 user_app = typer.Typer(help="Manage users and API tokens (edits users.json in the data directory).")
 app.add_typer(user_app, name="user")
 

@@ -38,6 +38,14 @@ SERVICE_GROUPS = "service_groups"
 PAGE_SIZE = 100
 # A daemon on this machine answers in milliseconds; the read timeout only bounds a stuck one.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+INSTANCES = "instances"
+IMAGES = "images"
+# A call that waits `timeout_s` on the daemon may take that long to answer, plus this margin
+# (the SDK stretches its read timeout the same way).
+WAIT_MARGIN_S = 10.0
+# Building copies the upload into the data directory: bound it, but generously.
+BUILD_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+TAR_TYPE = "application/x-tar"
 START_HINT = "is the daemon running? Start it with `portway up`, or set UKC_METRO"
 
 _ERRNO = re.compile(r"\[Errno -?\d+\]")
@@ -166,7 +174,8 @@ def identifier_ref(identifier: str) -> Ref:
 
 
 class Client:
-    """Synchronous calls on `/v1/services`; use it as a context manager to close the pool."""
+    """Synchronous calls on `/v1/services`, `/v1/instances` and `/v1/images`; use it as a
+    context manager to close the pool."""
 
     def __init__(
         self,
@@ -247,6 +256,137 @@ class Client:
         were still deleted: the raised error's `items` has them all."""
         return self._call("DELETE", "/services", SERVICE_GROUPS, json=list(refs))
 
+    # --- instances (ukc-api.md §3) ---------------------------------------------------------
+
+    def create_instances(self, request: Mapping[str, Any]) -> list[Item]:
+        """POST /v1/instances: one item per instance made (`replicas` + 1). With `timeout_s` the
+        daemon answers only once they all run, so the read timeout grows to match."""
+        wait_s = request.get("timeout_s") or 0
+        return self._exchange(
+            "POST", "/instances", INSTANCES, json=request, timeout=waiting_timeout(wait_s)
+        )
+
+    def get_instances(self, refs: Sequence[Ref]) -> list[Item]:
+        """GET /v1/instances?uuid=..&name=..: one item per reference, in order."""
+        params = [(key, value) for ref in refs for key, value in ref.items()]
+        return self._exchange("GET", "/instances", INSTANCES, params=params)
+
+    def get_instance(self, ref: Ref) -> Item:
+        return self._one(self.get_instances([ref]))
+
+    def list_instances(self, page_size: int = PAGE_SIZE) -> list[Item]:
+        """Every instance, paged as `list_service_groups` pages."""
+        return self._list_all("/instances", INSTANCES, page_size)
+
+    def start_instances(self, refs: Sequence[Ref]) -> list[Item]:
+        """PUT /v1/instances/start; items carry `state` and `previous_state`."""
+        return self._exchange("PUT", "/instances/start", INSTANCES, json=list(refs))
+
+    def stop_instances(self, requests: Sequence[Mapping[str, Any]]) -> list[Item]:
+        """PUT /v1/instances/stop with `[{uuid|name, force?, drain_timeout_ms?}]`. It does not
+        block: `wait_instances` for `stopped`."""
+        return self._exchange("PUT", "/instances/stop", INSTANCES, json=list(requests))
+
+    def wait_instances(self, refs: Sequence[Ref], state: str, timeout_s: int) -> list[Item]:
+        """GET /v1/instances/wait, its parameters in the body as the SDK sends them."""
+        body = [{**ref, "state": state, "timeout_s": timeout_s} for ref in refs]
+        return self._exchange(
+            "GET", "/instances/wait", INSTANCES, json=body, timeout=waiting_timeout(timeout_s)
+        )
+
+    def delete_instances(self, refs: Sequence[Ref]) -> list[Item]:
+        """DELETE /v1/instances; as with groups, failed items leave the others deleted."""
+        return self._exchange("DELETE", "/instances", INSTANCES, json=list(refs))
+
+    def instance_log(self, ref: Ref, offset: int | None = None, limit: int | None = None) -> Item:
+        """GET /v1/instances/log: base64 `output` for bytes `range`, of `available` ones.
+        A negative offset counts from the end."""
+        request: dict[str, Any] = dict(ref)
+        if offset is not None:
+            request["offset"] = offset
+        if limit is not None:
+            request["limit"] = limit
+        return self._one(self._exchange("GET", "/instances/log", INSTANCES, json=[request]))
+
+    # --- images (a Portway extension: a directory and its start command) -----------------
+
+    def build_image(self, name: str, tag: str, tarball: bytes) -> Item:
+        """POST /v1/images?name=&tag= with the directory as a tar; a bad manifest is a 400."""
+        return self._one(
+            self._exchange(
+                "POST",
+                "/images",
+                IMAGES,
+                params={"name": name, "tag": tag},
+                content=tarball,
+                headers={"Content-Type": TAR_TYPE},
+                timeout=BUILD_TIMEOUT,
+            )
+        )
+
+    def list_images(self) -> list[Item]:
+        return self._exchange("GET", "/images", IMAGES)
+
+    def delete_images(self, refs: Sequence[Ref]) -> list[Item]:
+        """DELETE /v1/images with `[{"name": "app:latest"}]`."""
+        return self._exchange("DELETE", "/images", IMAGES, json=list(refs))
+
+    # --- generic plumbing for the resources above ----------------------------------------
+
+    def _list_all(self, path: str, key: str, page_size: int) -> list[Item]:
+        """`list_service_groups`' paging for any list endpoint: the cursor is the last uuid
+        seen and inclusive; an empty page means the cursor's item went away meanwhile."""
+        items = self._exchange("GET", path, key, params={"count": page_size})
+        seen = {i.get("uuid") for i in items}
+        more = len(items) >= page_size
+        back = 0
+        while more and back < len(items):
+            cursor = items[-1 - back].get("uuid")
+            params = {"count": page_size + 1, "from": cursor}
+            page = self._exchange("GET", path, key, params=params)
+            if not page:
+                back += 1
+                continue
+            fresh = [i for i in page if i.get("uuid") not in seen]
+            seen.update(i.get("uuid") for i in fresh)
+            items.extend(fresh)
+            more = len(page) >= page_size + 1 and bool(fresh)
+            back = 0
+        return items
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        key: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> list[Item]:
+        """`_call` with a raw body, extra headers and a per-call timeout: the same single
+        ClientError for whatever goes wrong."""
+        url = self.endpoint.url
+        try:
+            response = self._http.request(
+                method,
+                path,
+                params=params,
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+        except httpx.TimeoutException:
+            raise ClientError(f"no answer from {url} in time; {START_HINT}") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            reason = _ERRNO.sub("", str(err)).strip() or type(err).__name__
+            reason = reason[:1].lower() + reason[1:]
+            raise ClientError(f"cannot reach {url} ({reason}); {START_HINT}") from None
+        return items_of(response, key)
+
     # --- plumbing ------------------------------------------------------------------------
 
     def _one(self, items: list[Item]) -> Item:
@@ -277,6 +417,14 @@ class Client:
             reason = reason[:1].lower() + reason[1:]
             raise ClientError(f"cannot reach {url} ({reason}); {START_HINT}") from None
         return items_of(response, key)
+
+
+def waiting_timeout(wait_s: float) -> httpx.Timeout:
+    """The read timeout for a call the daemon holds for `wait_s` seconds (-1: indefinitely)."""
+    if wait_s < 0:
+        return httpx.Timeout(None, connect=5.0)
+    read = TIMEOUT.read or 0.0
+    return httpx.Timeout(max(read, wait_s + WAIT_MARGIN_S), connect=5.0)
 
 
 def items_of(response: httpx.Response, key: str) -> list[Item]:
