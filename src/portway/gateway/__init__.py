@@ -1,0 +1,1 @@
+"""The data plane: listeners, TLS termination, routing and balancing over published Snapshots."""
