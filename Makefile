@@ -12,7 +12,7 @@ up: $(VENV)/.runtime        ## run Portway on its embedded defaults (foreground)
 	$(BIN)/portway up $(ARGS)
 
 test: $(VENV)/.test check   ## the whole suite: lint, types, unit, end-to-end
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 --durations=10 $(ARGS)
 
 check: lint typecheck
 
