@@ -1,10 +1,12 @@
 """Races between API calls and the supervisor task in control/instances.py, on the in-memory
 FakeDriver and a real SQLite file.
 
-Every test here shows a bug found in review: it fails against the code as it was reviewed and
-should pass once the bug is fixed. The interleavings come from the order in which store calls
-reach the controller's single store thread, so they are reproducible without sleeps between
-steps; where a driver call must take time, a small FakeDriver subclass holds it open.
+Every test here shows a bug found in review and should pass once it is fixed. All but one fail
+against the file as reviewed; test_a_stop_racing_the_exit_keeps_the_exit_on_record fails
+against the later working copy (the stale-status hazard it shows is in both). The
+interleavings come from the order in which store calls reach the controller's single store
+thread, so they are reproducible without sleeps between steps; where a driver call must take
+time, a small FakeDriver subclass holds it open.
 """
 
 from __future__ import annotations
@@ -193,6 +195,29 @@ def test_stop_as_the_app_exits(tmp_path: Path) -> None:
             await env.ctl.start(ALICE, [ref])
             current = await consistent(env, instance)
             assert current.state is State.RUNNING
+
+    run(tmp_path, body)
+
+
+def test_a_stop_racing_the_exit_keeps_the_exit_on_record(tmp_path: Path) -> None:
+    """The stop builds `status` from the instance it read before the supervisor recorded the
+    exit, and writes it back whole: stop_reason, exit_code and stopped_at are wiped."""
+
+    async def body(env: Env) -> None:
+        for yields in range(4):
+            instance = await env.create(name=f"app-{yields}", autostart=True)
+            await settle()
+            env.driver.finish(instance.uuid, 7)
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            # The stop may raise (test_stop_as_the_app_exits); this test is about the record.
+            with contextlib.suppress(Exception):
+                await env.ctl.stop(ALICE, [StopRequest(Ref(uuid=instance.uuid))])
+            await settle()
+            current = await env.read(instance)
+            assert current.status.exit_code == 7, (yields, current.status)
+            assert current.status.stop_reason is not None and current.status.stop_reason & 3 == 3
+            assert current.status.stopped_at is not None
 
     run(tmp_path, body)
 

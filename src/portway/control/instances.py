@@ -34,6 +34,7 @@ from ..model.instance import (
     IllegalTransition,
     Instance,
     InstanceConfig,
+    RunStatus,
     ScaleToZero,
     State,
     StopCause,
@@ -62,7 +63,9 @@ T = TypeVar("T")
 NOUN = "instance"
 STOP_GRACE_S = 10.0
 QUICK_GRACE_S = 1.0
-READY_POLL_S = 0.002
+READY_POLL_S = 0.0005
+READY_POLL_MAX_S = 0.005
+READY_POLL_SLOW_S = 0.02
 READY_TIMEOUT_S = 120.0
 WAIT_FOREVER_S = 24 * 3600.0
 LOG_CAP_BYTES = 1 << 20  # per instance, kept across restarts
@@ -432,7 +435,7 @@ class InstanceController:
         instance = await self._set(
             fresh,
             desired=RUN,
-            status=replace(fresh.status, restart_attempt=0, next_restart_at=None),
+            status=_status(restart_attempt=0, next_restart_at=None),
         )
         if previous in (State.STOPPED, State.STANDBY) or instance.uuid not in self._runs:
             await self._begin_run(instance)
@@ -474,7 +477,7 @@ class InstanceController:
         instance = await self._set(
             instance,
             desired=HALT,
-            status=replace(instance.status, next_restart_at=None, restart_attempt=0),
+            status=_status(next_restart_at=None, restart_attempt=0),
         )
         run = self._runs.get(instance.uuid)
         if instance.state not in LIVE or run is None:
@@ -577,18 +580,14 @@ class InstanceController:
         one will."""
         seq = restarts_so_far(instance.status.restart_attempt, ran_for)
         delay = restart_delay(seq)
-        await self._set(
-            instance, status=replace(instance.status, next_restart_at=self._clock() + delay)
-        )
+        await self._set(instance, status=_status(next_restart_at=self._clock() + delay))
         if delay:
             await asyncio.sleep(delay)
         current = await self._current(instance)
         await self._set(
             current,
-            status=replace(
-                current.status,
-                restart_attempt=seq + 1,
-                restart_count=current.status.restart_count + 1,
+            status=lambda st: replace(
+                st, restart_attempt=seq + 1, restart_count=st.restart_count + 1
             ),
         )
 
@@ -634,21 +633,23 @@ class InstanceController:
             current = await self._advance(current, Event.EXITED)
             if current.desired != RUN:
                 return None  # the stop stands: nothing of this run ever ran
-        if current.state is not State.STARTING:
-            current = await self._advance(current, Event.START)
-        if hand_over:
-            self._starting.add(current.uuid)
-        return await self._set(
-            current,
-            status=replace(
-                current.status,
-                start_count=current.status.start_count + 1,
+
+        def counted(st: RunStatus) -> RunStatus:
+            return replace(
+                st,
+                start_count=st.start_count + 1,
                 next_restart_at=None,
                 stop_reason=None,
                 exit_code=None,
                 stop_code=None,
-            ),
-        )
+            )
+
+        # One write for the move and the count: each write is a commit.
+        event = None if current.state is State.STARTING else Event.START
+        started = await self._mutate(current, event, {"status": counted})
+        if hand_over:
+            self._starting.add(started.uuid)
+        return started
 
     async def _watch_adopted(
         self, instance: Instance
@@ -662,10 +663,15 @@ class InstanceController:
         """Running = the destination port accepts a connection (or there is none to check)."""
         if port is not None:
             deadline = time.monotonic() + READY_TIMEOUT_S
+            pause = READY_POLL_S
             while time.monotonic() < deadline:
                 if await _accepts(instance.private_ip, port):
                     break
-                await asyncio.sleep(READY_POLL_S)
+                await asyncio.sleep(pause)
+                # Fine-grained at first (a fast app is seen at once), backing off so that many
+                # apps starting together do not spend the CPU they need on being polled.
+                slow = time.perf_counter() - began >= 1.0
+                pause = READY_POLL_SLOW_S if slow else min(pause * 1.5, READY_POLL_MAX_S)
             else:
                 log.warning("instance %s never accepted on port %s", instance.name, port)
                 return
@@ -675,7 +681,7 @@ class InstanceController:
             await self._advance(
                 current,
                 Event.READY,
-                status=replace(current.status, started_at=self._clock(), boot_time_us=boot_us),
+                status=_status(started_at=self._clock(), boot_time_us=boot_us),
             )
 
     async def _launch_spec(self, instance: Instance) -> tuple[LaunchSpec, int | None]:
@@ -710,8 +716,7 @@ class InstanceController:
         return await self._set(instance, config=config, pending=None)
 
     async def _record_stop(self, instance: Instance, record: Any) -> Instance:
-        status = replace(
-            instance.status,
+        status = _status(
             stop_reason=record.stop_reason,
             exit_code=record.exit_code,
             stop_code=record.stop_code,
@@ -758,7 +763,10 @@ class InstanceController:
             except IllegalTransition as refused:
                 log.info("instance %s: %s", current.name, refused)
                 return current
-        updated = replace(current, **changes)
+        # A change may be a function of the current value (status fields): applied here, on
+        # the row as it is now, so a concurrent writer's fields are never put back stale.
+        resolved = {k: v(getattr(current, k)) if callable(v) else v for k, v in changes.items()}
+        updated = replace(current, **resolved)
         if updated != current:
             self._store.save_instance(updated)
         return updated
@@ -1021,8 +1029,7 @@ class InstanceController:
         marks what it stops as stopped, so this was not one): it stays stopped, with an
         unknown exit, as if the daemon had seen it end."""
         record = stop_record(None, None, None)
-        status = replace(
-            instance.status,
+        status = _status(
             stop_reason=record.stop_reason,
             exit_code=None,
             stop_code=record.stop_code,
@@ -1060,6 +1067,11 @@ class InstanceController:
 
 async def _done(value: T) -> T:
     return value
+
+
+def _status(**fields: Any) -> Callable[[RunStatus], RunStatus]:
+    """A change to some fields of the run status, applied to the status as it is when written."""
+    return lambda current: replace(current, **fields)
 
 
 def _ended_unseen(instance: Instance) -> bool:
