@@ -89,7 +89,13 @@ class Daemon:
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=15)
+        try:
+            code = self.proc.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            # A daemon that does not stop fails the test, and is not left running.
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
         self._close()
         return code
 

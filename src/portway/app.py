@@ -31,6 +31,7 @@ from .runtime.process import ProcessDriver
 from .store.sqlite import SQLiteStore
 
 log = logging.getLogger("portway")
+SHUTDOWN_TIMEOUT_S = 20.0  # a clean stop must end: a stuck part is logged and left behind
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,12 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             server.should_exit = True
             autokill.cancel()
             trimmer.cancel()
-            await instances.close()
+            try:
+                await asyncio.wait_for(instances.close(), timeout=SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:
+                log.error(
+                    "stopping the instances took over %ss; exiting anyway", SHUTDOWN_TIMEOUT_S
+                )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

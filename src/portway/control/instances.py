@@ -63,6 +63,7 @@ T = TypeVar("T")
 NOUN = "instance"
 STOP_GRACE_S = 10.0
 QUICK_GRACE_S = 1.0
+CLOSE_TASKS_TIMEOUT_S = 5.0
 READY_POLL_S = 0.0005
 READY_POLL_MAX_S = 0.005
 READY_POLL_SLOW_S = 0.02
@@ -1053,7 +1054,11 @@ class InstanceController:
         tasks = [*self._runs.values(), *self._teardowns.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task that does not end when cancelled must not hold the shutdown.
+            _done, stuck = await asyncio.wait(tasks, timeout=CLOSE_TASKS_TIMEOUT_S)
+            for task in stuck:
+                log.warning("task %s did not end when cancelled", task.get_name())
         running = self._driver.running()
         await asyncio.gather(
             *(self._driver.stop(uuid, QUICK_GRACE_S) for uuid in running), return_exceptions=True
