@@ -226,30 +226,8 @@ class Client:
         return self._one(self.get_service_groups([ref]))
 
     def list_service_groups(self, page_size: int = PAGE_SIZE) -> list[Item]:
-        """Every group, page by page, the way the SDK pages (ukc-api.md §1.7): the cursor is
-        the last uuid seen and is inclusive, so later pages ask for one more and drop it."""
-        groups = self._list_page({"count": page_size})
-        seen = {g.get("uuid") for g in groups}
-        more = len(groups) >= page_size
-        back = 0  # how many groups before the last one the cursor sits
-        while more and back < len(groups):
-            cursor = groups[-1 - back].get("uuid")
-            page = self._list_page({"count": page_size + 1, "from": cursor})
-            if not page:
-                # The cursor's group was deleted meanwhile: resume from an earlier one.
-                back += 1
-                continue
-            fresh = [g for g in page if g.get("uuid") not in seen]
-            seen.update(g.get("uuid") for g in fresh)
-            groups.extend(fresh)
-            # A short page is the last; a page with nothing new means `from` was ignored,
-            # and asking again would loop forever.
-            more = len(page) >= page_size + 1 and bool(fresh)
-            back = 0
-        return groups
-
-    def _list_page(self, params: Mapping[str, Any]) -> list[Item]:
-        return self._call("GET", "/services", SERVICE_GROUPS, params=dict(params))
+        """Every group, page by page, the way the SDK pages (ukc-api.md §1.7)."""
+        return self._list_all("/services", SERVICE_GROUPS, page_size)
 
     def delete_service_groups(self, refs: Sequence[Ref]) -> list[Item]:
         """DELETE /v1/services with `[{"uuid"|"name": ...}]`. If some items fail, the others
@@ -334,8 +312,10 @@ class Client:
     # --- generic plumbing for the resources above ----------------------------------------
 
     def _list_all(self, path: str, key: str, page_size: int) -> list[Item]:
-        """`list_service_groups`' paging for any list endpoint: the cursor is the last uuid
-        seen and inclusive; an empty page means the cursor's item went away meanwhile."""
+        """Every item of a list endpoint, paged as the SDK pages: the cursor is the last uuid
+        seen and inclusive, so later pages ask for one more and drop it; an empty page means
+        the cursor's item went away meanwhile (resume from an earlier one); a page with
+        nothing new means `from` was ignored (stop rather than loop forever)."""
         items = self._exchange("GET", path, key, params={"count": page_size})
         seen = {i.get("uuid") for i in items}
         more = len(items) >= page_size
@@ -366,8 +346,8 @@ class Client:
         headers: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> list[Item]:
-        """`_call` with a raw body, extra headers and a per-call timeout: the same single
-        ClientError for whatever goes wrong."""
+        """Send one request (optionally a raw body, extra headers, a per-call timeout) and
+        return the items under `data.<key>`; whatever goes wrong is one ClientError."""
         url = self.endpoint.url
         try:
             response = self._http.request(
@@ -382,6 +362,7 @@ class Client:
         except httpx.TimeoutException:
             raise ClientError(f"no answer from {url} in time; {START_HINT}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as err:
+            # "[Errno 111] Connection refused" -> "connection refused"
             reason = _ERRNO.sub("", str(err)).strip() or type(err).__name__
             reason = reason[:1].lower() + reason[1:]
             raise ClientError(f"cannot reach {url} ({reason}); {START_HINT}") from None
@@ -406,18 +387,7 @@ class Client:
         json: Any = None,
     ) -> list[Item]:
         """Send one request and return the items under `data.<key>`, or raise ClientError."""
-        url = self.endpoint.url
-        try:
-            response = self._http.request(method, path, params=params, json=json)
-        except httpx.TimeoutException:
-            raise ClientError(f"no answer from {url} in time; {START_HINT}") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as err:
-            # "[Errno 111] Connection refused" -> "connection refused"
-            reason = _ERRNO.sub("", str(err)).strip() or type(err).__name__
-            reason = reason[:1].lower() + reason[1:]
-            raise ClientError(f"cannot reach {url} ({reason}); {START_HINT}") from None
-        return items_of(response, key)
-
+        return self._exchange(method, path, key, params=params, json=json)
 
 def waiting_timeout(wait_s: float) -> httpx.Timeout:
     """The read timeout for a call the daemon holds for `wait_s` seconds (-1: indefinitely)."""
