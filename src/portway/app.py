@@ -27,6 +27,7 @@ from .control.users import USERS_FILE, Users, UsersFileError, ensure_admin
 from .control.users import add_user as _add_user
 from .model.errors import Invalid
 from .runtime.images import ImageFiles
+from .runtime.ipam import daemon_pool
 from .runtime.process import ProcessDriver
 from .store.sqlite import SQLiteStore
 
@@ -98,6 +99,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         files,
         settings.data_dir,
         platform_domain=settings.platform_domain,
+        address_pool=daemon_pool(_data_dir_key(settings)),
     )
     images = ImageController(controller, store, files)
     api = create_app(controller, users, settings.platform_domain, instances, images)
@@ -150,10 +152,15 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         sock.close()
 
 
+def _data_dir_key(settings: Settings) -> bytes:
+    """What sets one daemon's process trees and addresses apart from another's on the host."""
+    return hashlib.sha256(str(settings.data_dir).encode()).digest()
+
+
 def _driver(settings: Settings) -> ProcessDriver:
     """The process driver, with a namespace of its own per data directory so that two daemons
     on one host (tests, say) never touch each other's process trees."""
-    namespace = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+    namespace = _data_dir_key(settings).hex()[:12]
     return ProcessDriver(namespace=namespace, state_dir=settings.data_dir / "runtime")
 
 

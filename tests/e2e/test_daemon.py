@@ -54,3 +54,20 @@ def test_unknown_route_is_404_json_and_no_redirects(daemon: Daemon) -> None:
 
 def test_sigterm_stops_cleanly(daemon: Daemon) -> None:
     assert daemon.kill(signal.SIGTERM) == 0
+
+
+def test_each_data_directory_hands_out_its_own_addresses(daemon: Daemon) -> None:
+    """Two daemons on one host must not give instances the same private address (a readiness
+    check would otherwise see the other daemon's app): the pool follows the data directory."""
+    import hashlib
+    import ipaddress
+
+    from portway.runtime.ipam import daemon_pool
+
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    body = {"image": "host", "args": ["/bin/sleep", "30"]}
+    r = httpx.post(f"{daemon.url}/instances", headers=auth, json=body, timeout=10)
+    item = r.json()["data"]["instances"][0]
+    key = hashlib.sha256(str(daemon.data_dir.resolve()).encode()).digest()
+    assert ipaddress.ip_address(item["private_ip"]) in daemon_pool(key), item["private_ip"]
+    httpx.request("DELETE", f"{daemon.url}/instances", headers=auth, json=[{"uuid": item["uuid"]}])

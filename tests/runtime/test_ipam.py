@@ -37,3 +37,12 @@ def test_a_full_subnet_is_a_clear_error() -> None:
 def test_the_pool_has_an_end() -> None:
     with pytest.raises(ItemError):
         user_subnet(1 << 15)
+
+
+def test_daemon_pools_are_loopback_16s_that_differ_by_seed() -> None:
+    from portway.runtime.ipam import LOOPBACK_POOL, daemon_pool
+
+    pools = {daemon_pool(bytes([0, i])) for i in range(128)}
+    assert len(pools) == 128
+    assert all(p.prefixlen == 16 and p.subnet_of(LOOPBACK_POOL) for p in pools)
+    assert user_subnet(1, daemon_pool(b"\x00\x05")) == ipaddress.IPv4Network("127.133.1.0/24")

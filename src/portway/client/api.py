@@ -389,6 +389,7 @@ class Client:
         """Send one request and return the items under `data.<key>`, or raise ClientError."""
         return self._exchange(method, path, key, params=params, json=json)
 
+
 def waiting_timeout(wait_s: float) -> httpx.Timeout:
     """The read timeout for a call the daemon holds for `wait_s` seconds (-1: indefinitely)."""
     if wait_s < 0:
