@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import stat
+from pathlib import Path
 
 import httpx
 
@@ -71,3 +72,33 @@ def test_each_data_directory_hands_out_its_own_addresses(daemon: Daemon) -> None
     key = hashlib.sha256(str(daemon.data_dir.resolve()).encode()).digest()
     assert ipaddress.ip_address(item["private_ip"]) in daemon_pool(key), item["private_ip"]
     httpx.request("DELETE", f"{daemon.url}/instances", headers=auth, json=[{"uuid": item["uuid"]}])
+
+
+def test_an_image_name_with_dots_or_underscores_gives_a_valid_instance_name(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Random instance names are `<app>-<5 alnum>`, with <app> made a DNS label from the image
+    name: `my_app.v2` must not yield a name the API itself would refuse."""
+    import io
+    import tarfile
+
+    from portway.model.names import check_name
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = b'command = ["/bin/true"]\n'
+        info = tarfile.TarInfo("portway.toml")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    r = httpx.post(
+        f"{daemon.url}/images",
+        params={"name": "my_app.v2"},
+        headers=auth,
+        content=buffer.getvalue(),
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"{daemon.url}/instances", headers=auth, json={"image": "my_app.v2"}, timeout=10)
+    name = r.json()["data"]["instances"][0]["name"]
+    assert name.startswith("my-app-v2-") and check_name("name", name) == name

@@ -38,6 +38,7 @@ from ..model.instance import (
     ScaleToZero,
     State,
     StopCause,
+    app_name,
     check_create,
     instance_env,
     restart_delay,
@@ -283,7 +284,7 @@ class InstanceController:
     def _names(self, req: CreateRequest, image: ImageRecord, count: int) -> list[str]:
         if req.name is not None:
             return [req.name] + [f"{req.name}-{i}" for i in range(1, count)]
-        app = image.name.rsplit("/", 1)[-1]
+        app = app_name(image.name)
         return [f"{app}-{names.suffix(self._rng, 5)}" for _ in range(count)]
 
     def _group_for(self, user: User, req: CreateRequest) -> tuple[str | None, ServiceGroup | None]:
