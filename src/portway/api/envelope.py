@@ -50,6 +50,20 @@ def items_response(key: str, items: Sequence[dict[str, Any]], started: float) ->
     return JSONBody(_dump(doc))
 
 
+def failed_items_response(
+    key: str, items: Sequence[dict[str, Any]], message: str, started: float
+) -> Response:
+    """HTTP 200 with `status: error` and the items: how a lapsed wait reports the state each
+    instance was last seen in (the SDK reads it for WaitTimeoutError)."""
+    doc = {
+        "status": "error",
+        "message": message,
+        "data": {key: list(items)},
+        "op_time_us": op_time_us(started),
+    }
+    return JSONBody(_dump(doc))
+
+
 def error_response(
     status_code: int,
     message: str,

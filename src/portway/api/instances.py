@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from ..control.instances import CreateRequest, InstanceController, StopRequest, Waited
+from ..control.instances import CreateRequest, InstanceController, StopRequest
 from ..control.users import User
 from ..model.errors import ErrorCode, Invalid, ItemError
 from ..model.instance import (
@@ -26,7 +26,7 @@ from ..model.refs import Ref, check_uuid, make_ref, unique_refs
 from ..model.service_group import GroupSpec, ServiceGroup
 from . import schemas as s
 from .auth import authenticate
-from .envelope import JSONBody, error_item, items_response, op_time_us
+from .envelope import error_item, failed_items_response, items_response
 from .services import body_refs, domain_spec, query_refs, service_spec
 
 KEY = "instances"
@@ -275,25 +275,13 @@ def _not_running(reader: Reader, instances: Sequence[Instance], started: float) 
         if stopped and len(instances) == 1
         else "Timed out waiting for the instances to be running"
     )
-    doc = {
-        "status": "error",
-        "message": message,
-        "data": {KEY: items},
-        "op_time_us": op_time_us(started),
-    }
-    return JSONBody(_dumps(doc))
+    return failed_items_response(KEY, items, message, started)
 
 
 def _stopped_message(i: Instance) -> str:
     code = i.status.exit_code
     why = f" (exit code {code})" if code is not None else ""
     return f"Instance '{i.name}' stopped before it was running{why}; see its log"
-
-
-def _dumps(doc: dict[str, Any]) -> bytes:
-    import json
-
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def _get(
@@ -450,13 +438,7 @@ async def _wait(
             )
     if not late:
         return items_response(KEY, out, started)
-    doc = {
-        "status": "error",
-        "message": "Timed out waiting for the instances",
-        "data": {KEY: out},
-        "op_time_us": op_time_us(started),
-    }
-    return JSONBody(_dumps(doc))
+    return failed_items_response(KEY, out, "Timed out waiting for the instances", started)
 
 
 WAIT_DOC = (
@@ -732,6 +714,3 @@ async def instance_metric(
     ctl: InstanceController = Depends(controller),
 ) -> Response:
     return await _metrics(ctl, user, [_uuid_ref(uuid)])
-
-
-__all__ = ["Waited", "router"]
