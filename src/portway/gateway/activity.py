@@ -1,0 +1,108 @@
+"""What the gateway counts: in-flight work per instance (the balancer's input) and the
+per-instance and per-group counters `/metrics` and the instance metrics API report.
+
+Plain ints in slotted objects, bumped on the request path; turning them into Prometheus text
+happens only when someone scrapes (api/metrics.py), so counting costs nanoseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model.snapshot import Endpoint, Route
+
+# Why a request or connection was refused without reaching an instance (a metric label).
+REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_BAD_REQUEST = (
+    "hard_limit",
+    "no_instance",
+    "no_route",
+    "bad_request",
+)
+
+
+class Counters:
+    """Counters of one instance or one group."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "connections",
+        "open_connections",
+        "rejected",
+        "requests",
+        "statuses",
+    )
+
+    def __init__(self) -> None:
+        self.connections = 0  # TCP-mode connections handled
+        self.requests = 0  # HTTP requests handled
+        self.open_connections = 0  # TCP-mode connections open now
+        self.bytes_in = 0  # from clients
+        self.bytes_out = 0  # to clients
+        self.statuses = [0, 0, 0, 0, 0, 0]  # responses by class: index 1..5 = 1xx..5xx
+        self.rejected: dict[str, int] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    user: str
+    group: str  # group name
+    instance: str = ""  # instance name; empty for group counters
+
+
+@dataclass
+class Activity:
+    """Counters by instance uuid and by group uuid, with the names to label them by."""
+
+    instances: dict[str, Counters] = field(default_factory=dict)
+    groups: dict[str, Counters] = field(default_factory=dict)
+    labels: dict[str, Labels] = field(default_factory=dict)
+    # The balancer's view: requests (HTTP) + connections (TCP) in flight by instance uuid.
+    inflight: dict[str, int] = field(default_factory=dict)
+    unrouted: dict[str, int] = field(default_factory=dict)  # refusals before a route was known
+
+    def of_instance(self, route: Route, endpoint: Endpoint) -> Counters:
+        counters = self.instances.get(endpoint.instance)
+        if counters is None:
+            counters = self.instances[endpoint.instance] = Counters()
+            self.labels[endpoint.instance] = Labels(route.user, route.group_name, endpoint.name)
+        return counters
+
+    def of_group(self, route: Route) -> Counters:
+        counters = self.groups.get(route.group)
+        if counters is None:
+            counters = self.groups[route.group] = Counters()
+            self.labels[route.group] = Labels(route.user, route.group_name)
+        return counters
+
+    def begin(self, instance: str) -> None:
+        self.inflight[instance] = self.inflight.get(instance, 0) + 1
+
+    def end(self, instance: str) -> None:
+        left = self.inflight.get(instance, 0) - 1
+        if left > 0:
+            self.inflight[instance] = left
+        else:
+            self.inflight.pop(instance, None)
+
+    def reject(self, route: Route | None, why: str) -> None:
+        table = self.of_group(route).rejected if route is not None else self.unrouted
+        table[why] = table.get(why, 0) + 1
+
+    # --- what control reads (the TrafficReport it is given) --------------------------------
+
+    def inflight_of(self, instance: str) -> int:
+        return self.inflight.get(instance, 0)
+
+    def traffic_of(self, instance: str) -> tuple[int, int, int, int]:
+        """(nconns, nreqs, nqueued, ntotal) as the instance metrics API reports them."""
+        counters = self.instances.get(instance)
+        if counters is None:
+            return (0, 0, 0, 0)
+        in_requests = self.inflight.get(instance, 0) - counters.open_connections
+        return (
+            counters.open_connections,
+            max(0, in_requests),
+            0,
+            counters.connections + counters.requests,
+        )
