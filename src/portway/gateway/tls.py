@@ -48,6 +48,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -537,6 +538,9 @@ class SniRouter:
     def __init__(self, contexts: ServerContexts, *, reject_unknown: bool = False) -> None:
         self._current = contexts
         self._reject_unknown = reject_unknown
+        # The name each handshake asked for, for TCP-mode routing by SNI after the handshake
+        # (a server-side SSLObject does not report it).
+        self._names: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
         # No certificate of its own: the callback switches every handshake to a context that
         # has one, before OpenSSL picks a certificate.
         self.context = _front_context(contexts)
@@ -552,9 +556,15 @@ class SniRouter:
             raise ValueError(f"ALPN {contexts.alpn} is not this listener's {self._current.alpn}")
         self._current = contexts
 
+    def server_name(self, connection: ssl.SSLObject | None) -> str | None:
+        """The SNI name the client sent on `connection` (normalized), if any."""
+        return self._names.get(connection) if connection is not None else None
+
     def _on_server_name(
         self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
     ) -> int | None:
+        if server_name:
+            self._names[connection] = server_name.lower().rstrip(".")
         contexts = self._current  # read once: a concurrent swap must not mix two sets
         chosen = contexts.choose(server_name)
         if chosen is None:

@@ -1,0 +1,81 @@
+"""One JSON line per request (HTTP mode) or connection (TCP mode), written in batches.
+
+The request path only appends a tuple; a flush (every `FLUSH_S`, or when the batch is large)
+formats and writes many lines with one `write`, so logging costs no syscall per request. The
+file is kept bounded: past `MAX_BYTES` it is renamed to `access.log.1` (one generation kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Final
+
+log = logging.getLogger("portway.gateway")
+
+FLUSH_S: Final = 0.2
+BATCH: Final = 4096
+MAX_BYTES: Final = 64 * 1024 * 1024
+
+# (time, duration_s, kind, port, client, group, instance, method, host, target, status,
+#  bytes_in, bytes_out, outcome); bytes are decoded only when the line is written.
+Entry = tuple[Any, ...]
+FIELDS: Final = (
+    "time",
+    "duration_ms",
+    "kind",
+    "port",
+    "client",
+    "group",
+    "instance",
+    "method",
+    "host",
+    "target",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "outcome",
+)
+
+
+def format_line(entry: Entry) -> str:
+    values = [v.decode("latin-1") if isinstance(v, bytes) else v for v in entry]
+    values[1] = round(entry[1] * 1000, 3)
+    return json.dumps(dict(zip(FIELDS, values, strict=True)), separators=(",", ":"))
+
+
+class AccessLog:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._batch: list[Entry] = []
+
+    def add(self, entry: Entry) -> None:
+        if self.path is None:
+            return
+        self._batch.append(entry)
+        if len(self._batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._batch or self.path is None:
+            return
+        batch, self._batch = self._batch, []
+        text = "".join(format_line(e) + "\n" for e in batch)
+        try:
+            if self.path.exists() and self.path.stat().st_size > MAX_BYTES:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as err:
+            log.warning("access log %s: %s (%d lines lost)", self.path, err, len(batch))
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_S)
+                self.flush()
+        finally:
+            self.flush()

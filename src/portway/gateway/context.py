@@ -1,0 +1,150 @@
+"""What every gateway connection shares: the current Snapshot, the counters, the upstream
+connection pool, the random source, the deadlines sweeper and the settings.
+
+Deadlines are coarse on purpose: instead of one timer per connection (a `call_later` handle
+made and cancelled on every request), each connection keeps one `deadline` number and a single
+sweeper looks at all of them every `SWEEP_S`. A deadline therefore fires up to `SWEEP_S` late,
+which no timeout here is sensitive to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from ..model.snapshot import EMPTY, Endpoint, Snapshot
+from .accesslog import AccessLog
+from .activity import Activity
+from .wake import NothingToWake, Waker
+
+log = logging.getLogger("portway.gateway")
+
+SWEEP_S: Final = 0.25
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Deadlines (seconds) and sizes; `portway up` flags may change them."""
+
+    header_timeout_s: float = 10.0  # whole request head, from its first byte (not per byte)
+    idle_timeout_s: float = 60.0  # a keep-alive client connection with nothing to do
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 60.0  # request sent → first byte of the response head
+    pool_idle_s: float = 30.0  # an unused pooled connection to an instance
+    pool_per_endpoint: int = 64
+    max_body_bytes: int = 1 << 30  # a larger request body answers 413
+    connect_attempts: int = 3  # instances tried when connecting fails
+
+
+class Expiring(Protocol):
+    deadline: float
+
+    def expire(self) -> None: ...
+
+
+class Pooled(Protocol):
+    deadline: float
+
+    def close(self) -> None: ...
+
+
+class Context:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        host: str,
+        port_offset: int,
+        access_log: AccessLog,
+        waker: Waker | None = None,
+        rng: random.Random | None = None,
+        any_port: bool = False,
+    ) -> None:
+        self.limits = limits
+        self.host = host
+        self.port_offset = port_offset
+        # Tests: every public port listens on a free port of the OS's choosing (port 0).
+        self.any_port = any_port
+        self.snapshot: Snapshot = EMPTY
+        # instance uuids that may take new work in the current snapshot (the apply barrier)
+        self.eligible: frozenset[str] = frozenset()
+        self.activity = Activity()
+        self.access_log = access_log
+        self.waker: Waker = waker or NothingToWake()
+        self.rng = rng or random.Random()
+        self.loop = asyncio.get_running_loop()
+        self.pool: dict[tuple[str, int], list[Any]] = {}
+        self.watched: set[Expiring] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+
+    def listen_port(self, public_port: int) -> int:
+        return 0 if self.any_port else public_port + self.port_offset
+
+    # --- the pool of idle connections to instances ------------------------------------------
+
+    def take_idle(self, endpoint: Endpoint) -> Any:
+        idle = self.pool.get((endpoint.host, endpoint.port))
+        return idle.pop() if idle else None
+
+    def put_idle(self, endpoint: Endpoint, conn: Pooled) -> bool:
+        """Keep `conn` for reuse if the instance may still take work and there is room."""
+        if self.closing or endpoint.instance not in self.eligible:
+            return False
+        idle = self.pool.setdefault((endpoint.host, endpoint.port), [])
+        if len(idle) >= self.limits.pool_per_endpoint:
+            return False
+        conn.deadline = self.loop.time() + self.limits.pool_idle_s
+        idle.append(conn)
+        return True
+
+    def drop_idle(self, endpoint: Endpoint, conn: object) -> None:
+        idle = self.pool.get((endpoint.host, endpoint.port))
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+
+    def close_idle(self, keep: frozenset[str]) -> None:
+        """Close pooled connections to instances no longer in `keep` (draining, stopped)."""
+        for key, idle in list(self.pool.items()):
+            kept = [c for c in idle if c.endpoint.instance in keep]
+            for conn in idle:
+                if conn.endpoint.instance not in keep:
+                    conn.close()
+            if kept:
+                self.pool[key] = kept
+            else:
+                del self.pool[key]
+
+    # --- tasks and deadlines ----------------------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task the gateway owns: kept until done, cancelled on close."""
+        task = self.loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = self.loop.time()
+            expired = [c for c in self.watched if 0 < c.deadline <= now]
+            for conn in expired:
+                try:
+                    conn.expire()
+                except Exception:
+                    log.exception("expiring %r", conn)
+
+    async def close(self) -> None:
+        self.closing = True
+        for idle in self.pool.values():
+            for conn in idle:
+                conn.close()
+        self.pool.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)

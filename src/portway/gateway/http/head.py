@@ -1,0 +1,250 @@
+"""Request and response heads: what the gateway keeps, drops and adds (sans-I/O, bytes in and out).
+
+llhttp (through httptools) already refuses most framing attacks: CL with TE, duplicate or
+invalid Content-Length, bare LF, obs-fold, bad chunk sizes, invalid tokens. What it leaves to
+us is done here, one header at a time as the parser reports it, so the upstream head is built in
+the same pass (the prototype measured header rewriting as the dearest part of a request):
+
+* hop-by-hop headers (RFC 9110 §7.6.1) and the ones `Connection` names are not forwarded;
+* framing is never forwarded as the client wrote it: the gateway writes `Content-Length` or
+  `Transfer-Encoding: chunked` for the body it actually parsed, so the instance cannot read the
+  message differently from the gateway (no desync, whatever the client sent);
+* a transfer coding other than `chunked` answers 501 (RFC 9112 §6.1);
+* `X-Forwarded-For` gets the client address appended; `-Proto` and `-Host` are set;
+  `X-Request-Start: t=<µs since the epoch>` says when the gateway received the request (the
+  Heroku convention APM tools read to measure queueing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+MAX_TARGET: Final = 8 * 1024  # longer → 414
+MAX_HEAD: Final = 64 * 1024  # request line and fields together; larger → 431
+MAX_FIELDS: Final = 100  # more → 431
+
+# Not forwarded in either direction. `Trailer` goes too: trailers are not forwarded.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",  # framing is rewritten, see above
+    }
+)
+# Set by the gateway, never taken from the client.
+REPLACED: Final = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-request-start"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# Host: a name or address, optional port; anything else is not a host (RFC 9110 §7.2).
+_HOST_BYTES: Final = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]"
+)
+
+
+class Refused(Exception):
+    """The request cannot be served: the status to answer (the connection then closes)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the gateway learnt from one request's fields, and the fields it forwards."""
+
+    lines: list[bytes] = field(default_factory=list)  # forwarded fields, each `name: value\r\n`
+    size: int = 0
+    count: int = 0
+    host: bytes | None = None
+    hosts: int = 0
+    chunked: bool = False
+    content_length: int | None = None
+    forwarded_for: bytes | None = None
+    connection: tuple[bytes, ...] = ()
+    upgrade: bytes | None = None
+    expect_continue: bool = False
+
+    def add(self, name: bytes, value: bytes) -> None:
+        """One field as the parser reports it."""
+        self.size += len(name) + len(value) + 4
+        self.count += 1
+        if self.size > MAX_HEAD or self.count > MAX_FIELDS:
+            raise Refused(431, "request header fields too large")
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            self._framing_or_hop(lname, value)
+        elif lname == b"host":
+            self.hosts += 1
+            self.host = value
+        elif lname == b"x-forwarded-for":
+            self.forwarded_for = (
+                value
+                if self.forwarded_for is None
+                else b"%s, %s"
+                % (
+                    self.forwarded_for,
+                    value,
+                )
+            )
+        elif lname in REPLACED:
+            pass
+        else:
+            if lname == b"expect" and value.lower() == b"100-continue":
+                self.expect_continue = True
+            self.lines.append(b"%s: %s\r\n" % (name, value))
+
+    def _framing_or_hop(self, lname: bytes, value: bytes) -> None:
+        if lname == b"transfer-encoding":
+            # llhttp treats the body as chunked only when chunked is the final coding; any
+            # other coding (gzip, chunked then gzip, x-chunked ...) is one we would have to
+            # pass on undecoded under a framing of our own: refuse it instead.
+            if value.strip(b" \t").lower() != b"chunked" or self.chunked:
+                raise Refused(501, "unsupported transfer coding")
+            self.chunked = True
+        elif lname == b"content-length":
+            self.content_length = _content_length(value)
+        elif lname == b"connection":
+            self.connection += tuple(t.strip(b" \t").lower() for t in value.split(b","))
+        elif lname == b"upgrade":
+            self.upgrade = value
+
+    def finish(self, version: str) -> bytes:
+        """Check the whole head once every field is in; returns the normalized host name."""
+        if self.hosts > 1:
+            raise Refused(400, "more than one Host field")
+        if self.host is None:
+            if version == "1.1":
+                raise Refused(400, "no Host field")
+            return b""
+        return normalize_host(self.host)
+
+    def drop_connection_listed(self) -> None:
+        """Fields the client's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1)."""
+        named = {t for t in self.connection if t not in (b"close", b"keep-alive", b"upgrade")}
+        if named:
+            self.lines = [ln for ln in self.lines if ln.split(b":", 1)[0].lower() not in named]
+
+
+def _content_length(value: bytes) -> int:
+    digits = value.strip(b" \t")
+    if not digits or not digits.isdigit() or len(digits) > 18:
+        raise Refused(400, "invalid Content-Length")
+    return int(digits)
+
+
+def normalize_host(raw: bytes) -> bytes:
+    """`App.Example.com:8443` → `app.example.com`; refuses what is not a host."""
+    if not raw or any(b not in _HOST_BYTES for b in raw):
+        raise Refused(400, "invalid Host field")
+    host = raw.lower()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        if end < 0:
+            raise Refused(400, "invalid Host field")
+        return host[: end + 1]
+    name, _, port = host.partition(b":")
+    if port and not port.isdigit():
+        raise Refused(400, "invalid Host field")
+    return name.rstrip(b".")
+
+
+def upstream_head(
+    method: bytes,
+    target: bytes,
+    head: RequestHead,
+    client_ip: bytes,
+    proto: bytes,
+    host: bytes,
+    framing: bytes,
+    received_us: int,
+) -> bytes:
+    """The request head the instance sees, as one bytes object (one write)."""
+    forwarded = client_ip if head.forwarded_for is None else head.forwarded_for + b", " + client_ip
+    original_host = head.host if head.host is not None else host
+    return b"".join(
+        (
+            b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, original_host),
+            *head.lines,
+            b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n"
+            b"X-Request-Start: t=%d\r\n" % (forwarded, proto, original_host, received_us),
+            framing,
+            b"\r\n",
+        )
+    )
+
+
+def origin_form(target: bytes, method: bytes) -> bytes:
+    """The target as the instance should see it: absolute-form becomes origin-form
+    (RFC 9112 §3.2.2: the gateway is the origin's front); asterisk-form only for OPTIONS."""
+    if target.startswith(b"/"):
+        return target
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise Refused(400, "asterisk-form target is only for OPTIONS")
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise Refused(400, "invalid request target")
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or (0 <= query < slash):
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
+
+
+def authority(target: bytes) -> bytes | None:
+    """The host of an absolute-form target, which wins over the Host field (RFC 9112 §3.2.2)."""
+    if target.startswith(b"/") or target == b"*":
+        return None
+    rest = target.partition(b"://")[2]
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        at = rest.find(stop)
+        if 0 <= at < end:
+            end = at
+    return rest[:end].rpartition(b"@")[2] or None
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """The fields of one instance response that the client gets."""
+
+    lines: list[bytes] = field(default_factory=list)
+    connection: tuple[bytes, ...] = ()
+    size: int = 0
+    content_length: bytes | None = None  # as the instance sent it (llhttp checked it)
+    chunked: bool = False
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.size += len(name) + len(value) + 4
+        if self.size > MAX_HEAD * 4:
+            raise Refused(502, "instance response header too large")
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                self.connection += tuple(t.strip(b" \t").lower() for t in value.split(b","))
+            elif lname == b"content-length":
+                self.content_length = value.strip(b" \t")
+            elif lname == b"transfer-encoding":
+                self.chunked = True  # llhttp refuses a response whose last coding is not
+            return
+        self.lines.append(b"%s: %s\r\n" % (name, value))
+
+
+def response_head(status: int, reason: bytes, head: ResponseHead, extra: bytes) -> bytes:
+    named = {t for t in head.connection if t not in (b"close", b"keep-alive", b"upgrade")}
+    lines = head.lines
+    if named:
+        lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
+    return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, reason), *lines, extra, b"\r\n"))

@@ -1,0 +1,909 @@
+"""HTTP mode: the protocol shells of a client connection and of a connection to an instance.
+
+Theory of operation
+-------------------
+* `ClientConnection` parses requests with llhttp (httptools). Each request is an `Exchange`;
+  exchanges queue in arrival order (pipelining) and only the one at the front is dispatched, so
+  responses go back in order. Its body streams: each piece llhttp decodes is framed again
+  (chunked or as-is under the Content-Length the gateway writes) and written to the instance, or
+  kept until the connection to the instance exists.
+* Dispatch asks the current Snapshot for the route (Host on this port) and the balancer for an
+  instance, counts the request in flight for it, and takes an idle pooled `UpstreamConnection`
+  or opens one. A connection that finishes opening re-checks that its instance may still take
+  work (the apply barrier: a drain or stop that returned must see no new request).
+* `UpstreamConnection` parses the response, rewrites its head and streams the body to the
+  client: everything decoded from one read goes out in one write. At the end of the response
+  the connection goes back to the pool if both sides allow it and the instance is still
+  eligible; otherwise it closes (that is how a draining instance's keep-alive connections end).
+* Outcomes the gateway answers itself (no route, limits, failures) come from `responses`.
+* Deadlines are numbers checked by the Context's sweeper (`expire`), not timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Final
+
+import httptools
+
+from ...model.snapshot import Endpoint, Route
+from ..activity import REJECT_BAD_REQUEST, REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE
+from ..balancer import Verdict, decide
+from ..context import Context
+from .head import (
+    IDEMPOTENT,
+    MAX_HEAD,
+    MAX_TARGET,
+    Refused,
+    RequestHead,
+    ResponseHead,
+    authority,
+    normalize_host,
+    origin_form,
+    response_head,
+    upstream_head,
+)
+from .responses import Outcome, error_response, outcome_response, redirect_response
+
+log = logging.getLogger("portway.gateway")
+
+SLICE: Final = 16 * 1024  # the most llhttp parses before the limits are checked
+# Chunked bodies: framing bytes allowed beyond the data (one slice of head may be counted in).
+MAX_CHUNK_FRAMING: Final = 32 * 1024
+CHUNK_LINE: Final = 64  # per chunk: size, CRLFs and a short extension
+MAX_PIPELINE: Final = 16  # queued requests before the client is made to wait
+MAX_PENDING_BODY: Final = 1 << 20  # body bytes kept while the instance connection opens
+CHUNK_END: Final = b"0\r\n\r\n"
+
+# How an instance response's body reaches the client.
+NO_BODY, AS_IS, RECHUNK = 0, 1, 2
+
+
+class _HeadDone(Exception):
+    """A response to HEAD ends with its head, whatever Content-Length says; llhttp cannot be
+    told, so parsing stops here and the connection gets a fresh parser."""
+
+
+class Exchange:
+    """One request and its response, from the first byte of the request."""
+
+    __slots__ = (
+        "abandoned",
+        "body_bytes",
+        "bytes_out",
+        "chunks",
+        "client",
+        "endpoint",
+        "head",
+        "head_done",
+        "host",
+        "keep_alive",
+        "method",
+        "outcome",
+        "pending",
+        "pending_bytes",
+        "received_us",
+        "refusal",
+        "request_done",
+        "response_started",
+        "retried",
+        "route",
+        "started",
+        "status",
+        "target",
+        "tried",
+        "upstream",
+        "version",
+        "wire",
+    )
+
+    def __init__(self, client: ClientConnection, started: float) -> None:
+        self.client = client
+        self.method = b""
+        self.target = b""
+        self.head = RequestHead()
+        self.host = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.head_done = False
+        self.request_done = False
+        self.route: Route | None = None
+        self.endpoint: Endpoint | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.pending: list[bytes] = []  # framed body pieces not yet written to the instance
+        self.pending_bytes = 0
+        self.body_bytes = 0
+        self.status = 0
+        self.response_started = False
+        self.bytes_out = 0
+        self.started = started
+        self.tried: tuple[str, ...] = ()
+        self.retried = False
+        self.abandoned = False
+        self.outcome = ""
+        self.refusal: bytes | None = None  # a queued refusal: answered, then the connection closes
+        self.received_us = 0  # wall clock, µs: when the head was complete (X-Request-Start)
+        self.wire = 0  # bytes parsed since the head (counted per slice)
+        self.chunks = 0
+
+    @property
+    def must_close(self) -> bool:
+        """Whether the client connection ends with this exchange's response: the client asked,
+        or part of its request body is still unread."""
+        head = self.head
+        body_left = not self.request_done and (head.chunked or bool(head.content_length))
+        return not self.keep_alive or body_left
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, ctx: Context, port: int, tls: bool) -> None:
+        self.ctx = ctx
+        self.port = port  # the public port, as the snapshot knows it
+        self.proto = b"https" if tls else b"http"
+        self.transport: Any = None
+        self.client_ip = b"-"
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.parsing: Exchange | None = None
+        self.in_head = False
+        self.head_bytes = 0
+        self.dead = False  # refused: nothing more is parsed
+        self.tunnel: UpstreamConnection | None = None
+        self.upgrading = False  # an Upgrade request waits for the instance's answer
+        self.tunnel_data: list[bytes] = []
+        self.write_paused = False
+        self.blocks: set[str] = set()  # why reading is paused
+        self.deadline = 0.0
+
+    # --- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0].encode()
+        self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+        self.ctx.watched.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            return
+        if self.upgrading:
+            self.tunnel_data.append(data)  # for the new protocol, once the instance agrees
+            return
+        if self.dead:
+            return
+        if len(data) <= SLICE:
+            self._feed(data)
+            return
+        # Big reads are parsed a slice at a time so the limits below act before llhttp has
+        # run through (and the proxy forwarded) a whole oversized request.
+        for start in range(0, len(data), SLICE):
+            if self.upgrading:
+                self.tunnel_data.append(data[start:])
+                return
+            if self.dead or self.tunnel is not None:
+                return
+            self._feed(data[start : start + SLICE])
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded(data[upgrade.args[0] :])
+            return
+        except httptools.HttpParserCallbackError as err:
+            cause = err.__context__
+            if isinstance(cause, Refused):
+                self._refuse(cause.status, cause.reason)
+            else:
+                log.error("request callback failed", exc_info=cause)
+                self._refuse(500, "internal error")
+            return
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(501, "unknown method")
+            return
+        except httptools.HttpParserError as err:
+            self._refuse(400, str(err))
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD + SLICE:
+                self._refuse(431, "request header fields too large")
+            return
+        exchange = self.parsing
+        if exchange is not None and exchange.head.chunked and exchange.head_done:
+            # Chunk framing beyond sizes and CRLFs is extensions, which are dropped: a client
+            # sending kilobytes of them is refused (RFC 9112 §7.1.1 asks for a limit).
+            exchange.wire += len(data)
+            framing = exchange.wire - exchange.body_bytes
+            if framing > MAX_CHUNK_FRAMING + CHUNK_LINE * exchange.chunks:
+                self._refuse(400, "chunk extensions too long")
+
+    def eof_received(self) -> bool:
+        # A client that half-closes after its request still gets the response.
+        return bool(self.queue) and not self.dead
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.watched.discard(self)
+        self.dead = True
+        while self.queue:
+            exchange = self.queue.popleft()
+            exchange.abandoned = True
+            upstream = exchange.upstream
+            if upstream is not None:
+                upstream.abandon()
+            if exchange.endpoint is not None:
+                self.ctx.activity.end(exchange.endpoint.instance)
+                exchange.outcome = exchange.outcome or "client_closed"
+                self._log(exchange)
+                exchange.endpoint = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        front = self.queue[0] if self.queue else None
+        if front is not None and front.upstream is not None:
+            front.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        front = self.queue[0] if self.queue else None
+        if front is not None and front.upstream is not None:
+            front.upstream.transport.resume_reading()
+
+    def expire(self) -> None:
+        if self.queue and self.queue[0].head_done:
+            return  # a request is in progress: the upstream side has its own deadlines
+        self.deadline = 0.0
+        if self.in_head and self.head_bytes:
+            self._write_close(
+                outcome_response(Outcome.HEADER_TIMEOUT, "request timeout", close=True)
+            )
+        else:
+            self.transport.close()
+
+    # --- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        exchange = Exchange(self, time.perf_counter())
+        self.parsing = exchange
+        self.queue.append(exchange)
+        self.in_head = True
+        self.head_bytes = 0
+        if len(self.queue) == 1:
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+        elif len(self.queue) > MAX_PIPELINE:
+            self._block("pipeline")
+
+    def on_url(self, url: bytes) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        exchange.target += url
+        if len(exchange.target) > MAX_TARGET:
+            raise Refused(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        if not exchange.head_done:  # after the head: trailer fields, which are not forwarded
+            exchange.head.add(name, value)
+
+    def on_headers_complete(self) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        self.in_head = False
+        parser = self.parser
+        exchange.method = parser.get_method()
+        exchange.version = parser.get_http_version()
+        exchange.keep_alive = parser.should_keep_alive() and not self.ctx.closing
+        head = exchange.head
+        if exchange.version not in ("1.1", "1.0"):
+            raise Refused(505, f"HTTP/{exchange.version} is not supported")
+        if exchange.method == b"CONNECT":
+            raise Refused(501, "CONNECT is not supported")
+        host = head.finish(exchange.version)
+        named = authority(exchange.target)
+        exchange.host = normalize_host(named) if named is not None else host
+        exchange.target = origin_form(exchange.target, exchange.method)
+        if head.content_length is not None and head.content_length > self.ctx.limits.max_body_bytes:
+            raise Refused(413, "request body too large")
+        if head.connection:
+            head.drop_connection_listed()
+        exchange.head_done = True
+        exchange.received_us = int(time.time() * 1_000_000)
+        if self.queue[0] is exchange:
+            self.deadline = 0.0
+            self._dispatch(exchange)
+
+    def on_chunk_header(self) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        exchange.chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        exchange.body_bytes += len(body)
+        if exchange.body_bytes > self.ctx.limits.max_body_bytes:
+            raise Refused(413, "request body too large")
+        if exchange.head.chunked:
+            body = b"%x\r\n%s\r\n" % (len(body), body)
+        upstream = exchange.upstream
+        if upstream is not None:
+            upstream.transport.write(body)
+        elif not exchange.abandoned and exchange.status == 0:
+            exchange.pending.append(body)
+            exchange.pending_bytes += len(body)
+            if exchange.pending_bytes > MAX_PENDING_BODY:
+                self._block("body")
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        self.parsing = None
+        exchange.request_done = True
+        if exchange.head.chunked:
+            upstream = exchange.upstream
+            if upstream is not None:
+                upstream.transport.write(CHUNK_END)
+            elif exchange.status == 0:
+                exchange.pending.append(CHUNK_END)
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        listener = self.ctx.snapshot.listeners.get(self.port)
+        route = listener.route(exchange.host.decode("ascii")) if listener is not None else None
+        if route is None:
+            self.ctx.activity.reject(None, REJECT_NO_ROUTE)
+            host = exchange.host.decode("ascii", "replace") or "(none)"
+            self._answer(exchange, Outcome.NO_ROUTE, f"no service answers to host '{host}'")
+            return
+        exchange.route = route
+        if route.redirect:
+            offset = self.ctx.port_offset
+            port = b":%d" % (443 + offset) if offset else b""
+            location = b"https://%s%s%s" % (exchange.host, port, exchange.target)
+            exchange.status = 301
+            exchange.outcome = Outcome.REDIRECT.value
+            close = exchange.must_close
+            self.transport.write(redirect_response(location, close=close))
+            self._finish(exchange, close)
+            return
+        self._choose(exchange)
+
+    def _choose(self, exchange: Exchange) -> None:
+        route = exchange.route
+        assert route is not None
+        endpoints = route.endpoints
+        if exchange.tried:
+            endpoints = tuple(e for e in endpoints if e.instance not in exchange.tried)
+            if not endpoints:
+                self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
+                return
+        ctx = self.ctx
+        decision = decide(
+            endpoints,
+            ctx.activity.inflight,
+            route.soft_limit,
+            route.hard_limit,
+            ctx.waker.can_wake(route),
+            ctx.rng,
+        )
+        if decision.verdict is Verdict.DISPATCH:
+            endpoint = decision.endpoint
+            assert endpoint is not None
+            exchange.endpoint = endpoint
+            ctx.activity.begin(endpoint.instance)
+            conn = ctx.take_idle(endpoint)
+            if conn is not None:
+                conn.attach(exchange)
+            else:
+                ctx.spawn(self._connect(exchange, endpoint))
+        elif decision.verdict is Verdict.AT_HARD_LIMIT:
+            ctx.activity.reject(route, REJECT_HARD_LIMIT)
+            self._answer(
+                exchange,
+                Outcome.HARD_LIMIT,
+                f"every instance of '{route.group_name}' is at its hard limit "
+                f"({route.hard_limit} in flight)",
+            )
+        else:
+            ctx.activity.reject(route, REJECT_NO_INSTANCE)
+            self._answer(
+                exchange, Outcome.NO_INSTANCE, f"no instance of '{route.group_name}' is running"
+            )
+
+    async def _connect(self, exchange: Exchange, endpoint: Endpoint) -> None:
+        ctx = self.ctx
+        try:
+            _, conn = await asyncio.wait_for(
+                ctx.loop.create_connection(
+                    lambda: UpstreamConnection(ctx, endpoint), endpoint.host, endpoint.port
+                ),
+                ctx.limits.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as err:
+            ctx.activity.end(endpoint.instance)
+            exchange.endpoint = None
+            if exchange.abandoned:
+                return
+            log.info(
+                "connecting to %s (%s:%s): %s", endpoint.name, endpoint.host, endpoint.port, err
+            )
+            exchange.tried += (endpoint.instance,)
+            if len(exchange.tried) >= ctx.limits.connect_attempts:
+                self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
+            else:
+                self._choose(exchange)
+            return
+        if exchange.abandoned:
+            conn.close()
+            return
+        if endpoint.instance not in ctx.eligible:
+            # Drained or stopped while we connected: nothing was sent, so choose again.
+            ctx.activity.end(endpoint.instance)
+            exchange.endpoint = None
+            conn.close()
+            self._choose(exchange)
+            return
+        conn.attach(exchange)
+
+    # --- answers and the end of an exchange -----------------------------------------------
+
+    def _answer(self, exchange: Exchange, outcome: Outcome, message: str) -> None:
+        """The gateway answers the exchange at the front itself."""
+        close = exchange.must_close
+        response = outcome_response(outcome, message, close=close)
+        exchange.status = int(response[9:12])
+        exchange.outcome = outcome.value
+        exchange.pending = []
+        self.transport.write(response)
+        self._finish(exchange, close)
+
+    def _finish(self, exchange: Exchange, close: bool) -> None:
+        """The response to the front exchange is written: count it, log it, go on."""
+        if self.queue and self.queue[0] is exchange:
+            self.queue.popleft()
+        exchange.upstream = None
+        route, endpoint = exchange.route, exchange.endpoint
+        if endpoint is not None:
+            self.ctx.activity.end(endpoint.instance)
+            if route is not None:
+                counters = self.ctx.activity.of_instance(route, endpoint)
+                counters.requests += 1
+                counters.bytes_in += exchange.body_bytes
+                counters.bytes_out += exchange.bytes_out
+                counters.statuses[exchange.status // 100] += 1
+        if route is not None:
+            group = self.ctx.activity.of_group(route)
+            group.requests += 1
+            group.bytes_in += exchange.body_bytes
+            group.bytes_out += exchange.bytes_out
+            group.statuses[exchange.status // 100] += 1
+        self._log(exchange)
+        if close or not exchange.keep_alive or self.ends_after_front:
+            self.dead = True
+            self.transport.close()
+            return
+        self._unblock("pipeline")
+        if self.tunnel_data and not self.upgrading:
+            leftover, self.tunnel_data = b"".join(self.tunnel_data), []
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout_s
+            self.data_received(leftover)
+            return
+        if self.queue:
+            nxt = self.queue[0]
+            if nxt.refusal is not None:
+                self._log(nxt)
+                self._write_close(nxt.refusal)
+            elif nxt.head_done:
+                self._dispatch(nxt)
+            else:
+                self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+        else:
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout_s
+
+    @property
+    def ends_after_front(self) -> bool:
+        """Nothing more will be read, and no refusal waits its turn behind the front: the
+        connection closes once the front exchange is answered."""
+        return self.dead and not (self.queue and self.queue[-1].refusal is not None)
+
+    def _log(self, exchange: Exchange) -> None:
+        route, endpoint = exchange.route, exchange.endpoint
+        self.ctx.access_log.add(
+            (
+                time.time(),
+                time.perf_counter() - exchange.started,
+                "http",
+                self.port,
+                self.client_ip,
+                route.group_name if route is not None else "",
+                endpoint.name if endpoint is not None else "",
+                exchange.method,
+                exchange.host,
+                exchange.target,
+                exchange.status,
+                exchange.body_bytes,
+                exchange.bytes_out,
+                exchange.outcome,
+            )
+        )
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """A request that cannot be served: answer `status` after what is ahead of it, then
+        close. Nothing more is read from this client."""
+        self.dead = True
+        self.in_head = False
+        self.ctx.activity.reject(None, REJECT_BAD_REQUEST)
+        exchange, self.parsing = self.parsing, None
+        response = error_response(status, f"bad request: {reason}", close=True)
+        front = self.queue[0] if self.queue else None
+        if exchange is not None and exchange in self.queue and exchange is not front:
+            self.queue.remove(exchange)
+        if exchange is not None and exchange is front:
+            self.queue.popleft()
+            exchange.abandoned = True
+            if exchange.upstream is not None:
+                # Its body broke midway: the instance has part of it and cannot be reused.
+                exchange.upstream.abandon()
+            if exchange.endpoint is not None:
+                self.ctx.activity.end(exchange.endpoint.instance)
+                exchange.endpoint = None
+            if exchange.response_started:
+                self.transport.close()
+                return
+        elif self.queue:
+            # Requests ahead of it are still being answered: refuse once they are done.
+            self.queue.append(_refusal(self, response))
+            return
+        self._write_close(response)
+
+    def _write_close(self, response: bytes) -> None:
+        self.dead = True
+        self.transport.write(response)
+        self.transport.close()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """The parser saw an Upgrade request; what follows its head belongs to the new
+        protocol once the instance agrees (101), so it is kept, not parsed. No more HTTP is
+        read from this connection either way."""
+        self.parsing = None
+        exchange = self.queue[-1] if self.queue else None
+        if exchange is None:
+            self.dead = True
+            self.transport.close()  # answered already (404 ...): nothing to switch to
+            return
+        exchange.request_done = True
+        self.upgrading = True
+        if rest:
+            self.tunnel_data.append(rest)
+
+    def upgrade_refused(self) -> None:
+        """The instance answered the Upgrade request without switching: the bytes after it
+        are HTTP again, for a fresh parser once this response is done (see `_finish`)."""
+        self.upgrading = False
+        self.parser = httptools.HttpRequestParser(self)
+
+    def start_tunnel(self, upstream: UpstreamConnection) -> None:
+        self.upgrading = False
+        self.tunnel = upstream
+        if self.tunnel_data:
+            upstream.transport.write(b"".join(self.tunnel_data))
+            self.tunnel_data = []
+
+    # --- reading pauses -------------------------------------------------------------------
+
+    def _block(self, why: str) -> None:
+        if not self.blocks:
+            self.transport.pause_reading()
+        self.blocks.add(why)
+
+    def _unblock(self, why: str) -> None:
+        if why in self.blocks:
+            self.blocks.discard(why)
+            if not self.blocks and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def body_sent(self) -> None:
+        self._unblock("body")
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self._block("upstream")
+        else:
+            self._unblock("upstream")
+
+
+def _refusal(client: ClientConnection, response: bytes) -> Exchange:
+    """A queued placeholder that answers `response` and closes when it reaches the front."""
+    exchange = Exchange(client, time.perf_counter())
+    exchange.head_done = True
+    exchange.status = int(response[9:12])
+    exchange.outcome = Outcome.BAD_REQUEST.value
+    exchange.refusal = response
+    exchange.keep_alive = False
+    return exchange
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to an instance; carries one exchange at a time."""
+
+    def __init__(self, ctx: Context, endpoint: Endpoint) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.client: ClientConnection | None = None
+        self.reused = False
+        self.out: list[bytes] = []
+        self.reason = b""
+        self.response = ResponseHead()
+        self.body_mode = AS_IS
+        self.until_close = False  # a response whose body ends when the instance closes
+        self.done = False
+        self.tunnel = False
+        self.deadline = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ctx.watched.add(self)
+
+    def attach(self, exchange: Exchange) -> None:
+        """Send the exchange's request (head and whatever body is in) in one write."""
+        client = exchange.client
+        self.exchange = exchange
+        self.client = client
+        exchange.upstream = self
+        head = exchange.head
+        if head.chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        elif head.content_length is not None:
+            framing = b"Content-Length: %d\r\n" % head.content_length
+        else:
+            framing = b""
+        if head.upgrade is not None:
+            framing += b"Connection: upgrade\r\nUpgrade: %s\r\n" % head.upgrade
+        request = upstream_head(
+            exchange.method,
+            exchange.target,
+            head,
+            client.client_ip,
+            client.proto,
+            exchange.host,
+            framing,
+            exchange.received_us,
+        )
+        if exchange.pending:
+            request = b"".join((request, *exchange.pending))
+            exchange.pending = []
+            exchange.pending_bytes = 0
+            client.body_sent()
+        self.transport.write(request)
+        self.deadline = self.ctx.loop.time() + self.ctx.limits.first_byte_timeout_s
+        if client.write_paused:
+            self.transport.pause_reading()
+
+    # --- asyncio callbacks ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if self.tunnel:
+            assert client is not None
+            client.transport.write(data)
+            return
+        exchange = self.exchange
+        if exchange is None or client is None:
+            self.transport.close()  # bytes nobody asked for: the connection is unusable
+            return
+        out = self.out = []
+        try:
+            self.parser.feed_data(data)
+        except _HeadDone:
+            self.done = True
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+            if rest:
+                out.append(rest)
+            self.tunnel = True
+        except (httptools.HttpParserError, Refused) as err:
+            self._broken(f"invalid response from the instance: {err}")
+            return
+        if out:
+            chunk = b"".join(out)
+            exchange.bytes_out += len(chunk)
+            client.transport.write(chunk)
+        if self.tunnel:
+            client.start_tunnel(self)
+        elif self.done:
+            self._complete(exchange)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.watched.discard(self)
+        exchange, client = self.exchange, self.client
+        self.exchange = None
+        if exchange is None or client is None or exchange.abandoned:
+            self.ctx.drop_idle(self.endpoint, self)
+            return
+        if self.tunnel:
+            client._finish(exchange, True)
+            return
+        if exchange.response_started:
+            if self.until_close:
+                if self.body_mode == RECHUNK:
+                    client.transport.write(CHUNK_END)
+                client._finish(exchange, True)
+            else:
+                exchange.outcome = "instance_closed_midway"
+                client.dead = True
+                client._finish(exchange, True)
+            return
+        if (
+            self.reused
+            and not exchange.retried
+            and exchange.method in IDEMPOTENT
+            and exchange.body_bytes == 0
+            and exchange.request_done
+        ):
+            # A pooled connection the instance closed as we reused it: nothing reached the
+            # application, and the method is safe to send again.
+            exchange.retried = True
+            assert exchange.endpoint is not None
+            self.ctx.activity.end(exchange.endpoint.instance)
+            exchange.endpoint = None
+            exchange.upstream = None
+            client._choose(exchange)
+            return
+        self._broken("the instance closed the connection before responding")
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.upstream_paused(False)
+
+    def expire(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.transport.close()  # idle in the pool too long
+        elif not exchange.response_started:
+            self.deadline = 0.0
+            client = self.client
+            self.exchange = None
+            self.transport.abort()
+            if client is not None and not exchange.abandoned:
+                exchange.upstream = None
+                client._answer(
+                    exchange, Outcome.UPSTREAM_TIMEOUT, "the instance did not respond in time"
+                )
+        else:
+            self.deadline = 0.0
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> None:
+        """The client went away or broke its request: this connection's state is unknown."""
+        self.exchange = None
+        self.client = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.response = ResponseHead()
+        self.done = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.response.add(name, value)
+
+    def on_headers_complete(self) -> None:
+        exchange, client = self.exchange, self.client
+        assert exchange is not None and client is not None
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            if exchange.version == "1.1":  # interim (100 Continue): the client may need it
+                self.out.append(response_head(status, self.reason, self.response, b""))
+            return
+        self.deadline = 0.0
+        exchange.status = status
+        exchange.response_started = True
+        response = self.response
+        if status == 101:
+            extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.head.upgrade or b"")
+            self.out.append(response_head(status, self.reason, response, extra))
+            return
+        if exchange.head.upgrade is not None and client.upgrading:
+            client.upgrade_refused()
+        close = not exchange.keep_alive or client.ends_after_front or self.ctx.closing
+        no_body = exchange.method == b"HEAD" or status in (204, 304)
+        if no_body:
+            self.body_mode = NO_BODY
+            extra = b""
+            if response.content_length is not None and status != 204:
+                extra = b"Content-Length: %s\r\n" % response.content_length
+        elif response.content_length is not None:
+            self.body_mode = AS_IS
+            self.until_close = False
+            extra = b"Content-Length: %s\r\n" % response.content_length
+        else:
+            # Neither length nor chunked: the body ends when the instance closes (RFC 9112 §6.3).
+            self.until_close = not response.chunked
+            if exchange.version == "1.1":
+                self.body_mode = RECHUNK
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                self.body_mode = AS_IS
+                extra = b""
+                close = True  # an HTTP/1.0 client learns the end of the body by the close
+        if close:
+            extra += b"Connection: close\r\n"
+            exchange.keep_alive = False
+        elif exchange.version == "1.0":
+            extra += b"Connection: keep-alive\r\n"
+        self.out.append(response_head(status, self.reason, response, extra))
+        if exchange.method == b"HEAD":
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        if self.body_mode == RECHUNK:
+            self.out.append(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is None or not self.exchange.response_started:
+            return  # an interim response
+        if self.body_mode == RECHUNK:
+            self.out.append(CHUNK_END)
+        self.done = True
+
+    # --- the end of a response ------------------------------------------------------------
+
+    def _complete(self, exchange: Exchange) -> None:
+        client = self.client
+        assert client is not None
+        reusable = (
+            exchange.request_done and self.parser.should_keep_alive() and not self.until_close
+        )
+        self.exchange = None
+        self.client = None
+        self.done = False
+        if exchange.method == b"HEAD":
+            self.parser = httptools.HttpResponseParser(self)
+        if reusable and self.ctx.put_idle(self.endpoint, self):
+            self.reused = True
+        else:
+            self.transport.close()
+        client._finish(exchange, not exchange.keep_alive)
+
+    def _broken(self, why: str) -> None:
+        exchange, client = self.exchange, self.client
+        self.exchange = None
+        self.transport.abort()
+        if exchange is None or client is None or exchange.abandoned:
+            return
+        exchange.upstream = None
+        if exchange.response_started:
+            exchange.outcome = "invalid_response"
+            client.dead = True
+            client._finish(exchange, True)
+        else:
+            client._answer(exchange, Outcome.UPSTREAM_BROKEN, why)
