@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +16,25 @@ from pathlib import Path
 from portway.control.users import add_user
 
 START_TIMEOUT_S = 20.0
+# Public ports tests publish (80, 443, and a few in 1000-12000) land in 10000-32000 with these
+# offsets: below the ephemeral range, so an outgoing connection never holds one.
+OFFSETS = range(9000, 20000)
+
+
+def free_offset(ports: tuple[int, ...] = (80, 443, 10000)) -> int:
+    """A port offset under which the usual public ports are free right now (each daemon gets
+    its own, so parallel tests' gateways never meet)."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        offset = rng.choice(OFFSETS)
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", offset + port))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError("no free port offset found")
 
 
 class Daemon:
@@ -25,6 +46,11 @@ class Daemon:
         self.token = ""
         self.output: list[str] = []
         self._port = "0"
+        self.port_offset = free_offset()
+
+    def gateway(self, public_port: int) -> tuple[str, int]:
+        """Where the gateway listens for a public port."""
+        return ("127.0.0.1", public_port + self.port_offset)
 
     @property
     def base(self) -> str:
@@ -45,6 +71,8 @@ class Daemon:
                 str(self.data_dir),
                 "--port",
                 self._port,
+                "--port-offset",
+                str(self.port_offset),
                 *self.extra_args,
             ],
             stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -25,6 +26,11 @@ from .control.images import ImageController
 from .control.instances import InstanceController
 from .control.users import USERS_FILE, Users, UsersFileError, ensure_admin
 from .control.users import add_user as _add_user
+from .gateway import metrics as gateway_metrics
+from .gateway.accesslog import AccessLog
+from .gateway.context import Context, Limits
+from .gateway.listeners import Gateway
+from .gateway.tls import CertificateStore, LocalCA, TLSError, ca_bundle_path, tls_dir
 from .model.errors import Invalid
 from .runtime.images import ImageFiles
 from .runtime.ipam import daemon_pool
@@ -42,10 +48,50 @@ class Ready:
     api_url: str
     token_file: Path
     data_dir: Path
+    gateway: str  # where public ports listen, and the mapping
+    ca_file: Path
 
 
 class SetupError(Exception):
     """An operator command could not be done; the message says why."""
+
+
+def ca_certificate(settings: Settings) -> tuple[Path, str]:
+    """`portway ca`: the CA file and its PEM, creating the CA as the daemon would."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        ca = LocalCA(tls_dir(settings.data_dir))
+        return ca.cert_path, ca.pem.decode("ascii")
+    except (TLSError, OSError) as err:
+        raise SetupError(str(err)) from None
+
+
+class _DataPlane:
+    """The gateway as the API shows it (api.app.DataPlane)."""
+
+    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+        self._gateway = gateway
+        self._settings = settings
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "host": self._settings.gateway_host,
+            "port_offset": self._settings.port_offset,
+            "listeners": {
+                str(port): f"{host}:{bound}"
+                for port, (host, bound) in sorted(self._gateway.addresses().items())
+            },
+            "problems": {str(port): why for port, why in sorted(self._gateway.problems.items())},
+        }
+
+    def metrics(self, user: str | None) -> bytes:
+        return gateway_metrics.render(self._gateway.activity, user)
+
+
+def _gateway_summary(settings: Settings) -> str:
+    offset = settings.port_offset
+    mapping = "public ports as they are" if offset == 0 else f"public port P on P+{offset}"
+    return f"{settings.gateway_host} ({mapping})"
 
 
 def add_user(settings: Settings, name: str) -> str:
@@ -89,7 +135,19 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     token_file = ensure_admin(settings.data_dir)
     users = Users(settings.data_dir / USERS_FILE)
     store = SQLiteStore(settings.database)
-    controller = Controller(store, platform_domain=settings.platform_domain)
+    ca = LocalCA(tls_dir(settings.data_dir))
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True, mode=0o700)
+    gateway = Gateway(
+        Context(
+            Limits(),
+            host=settings.gateway_host,
+            port_offset=settings.port_offset,
+            access_log=AccessLog(logs / "access.log"),
+        ),
+        CertificateStore(ca, settings.platform_domain),
+    )
+    controller = Controller(store, platform_domain=settings.platform_domain, sink=gateway)
     files = ImageFiles(settings.data_dir / "images")
     driver = _driver(settings)
     instances = InstanceController(
@@ -100,9 +158,17 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         settings.data_dir,
         platform_domain=settings.platform_domain,
         address_pool=daemon_pool(_data_dir_key(settings)),
+        traffic=gateway.activity,
     )
     images = ImageController(controller, store, files)
-    api = create_app(controller, users, settings.platform_domain, instances, images)
+    api = create_app(
+        controller,
+        users,
+        settings.platform_domain,
+        instances,
+        images,
+        _DataPlane(gateway, settings),
+    )
     sock = _listen(settings.api_host, settings.api_port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -122,7 +188,9 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await instances.reconcile()
+        await controller.publish()
         async with asyncio.TaskGroup() as tasks:
+            gateway_task = tasks.create_task(gateway.run(), name="gateway")
             api_task = tasks.create_task(server.serve(sockets=[sock]), name="api")
             autokill = tasks.create_task(controller.run_autokill(), name="autokill")
             trimmer = tasks.create_task(instances.run_log_trimmer(), name="log-trimmer")
@@ -130,7 +198,13 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
                 if api_task.done():
                     break
                 await asyncio.sleep(0.005)
-            ready = Ready(f"http://{shown_host}:{port}/v1", token_file, settings.data_dir)
+            ready = Ready(
+                f"http://{shown_host}:{port}/v1",
+                token_file,
+                settings.data_dir,
+                _gateway_summary(settings),
+                ca_bundle_path(settings.data_dir),
+            )
             _write_client_file(settings, ready)
             on_ready(ready)
             await stop.wait()
@@ -138,6 +212,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             server.should_exit = True
             autokill.cancel()
             trimmer.cancel()
+            gateway_task.cancel()
             try:
                 await asyncio.wait_for(instances.close(), timeout=SHUTDOWN_TIMEOUT_S)
             except TimeoutError:
@@ -147,6 +222,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await gateway.close()
         controller.close()
         driver.close()
         sock.close()

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from portway.cli.output import (
     OutputFormat,
+    address_entry,
     describe_service,
     humanize_since,
     render_list,
@@ -135,3 +136,22 @@ def test_json_is_the_items() -> None:
 
 def test_an_empty_list_prints_nothing() -> None:
     assert rendered(OutputFormat.LIST, []) == ""
+
+
+@pytest.mark.parametrize(
+    ("ports", "offset", "expected"),
+    [
+        ([443, 80], 0, ("url", "https://web.portway.localhost")),
+        ([443], 8000, ("url", "https://web.portway.localhost:8443")),
+        ([80], 21000, ("url", "http://web.portway.localhost:21080")),
+        ([10000], 8000, ("domain", "web.portway.localhost")),
+    ],
+)
+def test_printed_urls_follow_the_port_mapping(
+    ports: list[int], offset: int, expected: tuple[str, str]
+) -> None:
+    group = {
+        "domains": [{"fqdn": "web.portway.localhost"}],
+        "services": [{"port": p, "destination_port": 8080} for p in ports],
+    }
+    assert address_entry({}, group, offset) == expected

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -16,16 +16,27 @@ from .. import __version__
 from ..control.controller import Controller
 from ..control.images import ImageController
 from ..control.instances import InstanceController
-from ..control.users import Users
+from ..control.users import ADMIN, User, Users
 from ..model.errors import Invalid
 from . import images as image_routes
 from . import instances as instance_routes
 from . import services
-from .auth import AuthError
+from .auth import AuthError, authenticate
 from .envelope import data_response, error_response
-from .schemas import ErrorEnvelope, HealthEnvelope
+from .schemas import ERROR_RESPONSES, ErrorEnvelope, HealthEnvelope
 
 log = logging.getLogger("portway.api")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DataPlane(Protocol):
+    """What the API shows of the gateway (app.py adapts the gateway to it)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Where the gateway listens and how public ports map to listening ports."""
+
+    def metrics(self, user: str | None) -> bytes:
+        """Prometheus text for `user`'s groups and instances (everyone's for None)."""
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -99,6 +110,7 @@ def create_app(
     platform_domain: str,
     instances: InstanceController | None = None,
     images: ImageController | None = None,
+    data_plane: DataPlane | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Portway",
@@ -137,10 +149,26 @@ def create_app(
         store = "ok" if await controller.healthy() else "failing"
         if store != "ok":
             return error_response(503, "the store is not answering", started)
-        return data_response(
-            {"checks": {"store": store}, "versions": {"portway": __version__, "api": "v1"}},
-            started,
+        data: dict[str, Any] = {
+            "checks": {"store": store},
+            "versions": {"portway": __version__, "api": "v1"},
+        }
+        if data_plane is not None:
+            data["gateway"] = data_plane.describe()
+        return data_response(data, started)
+
+    if data_plane is not None:
+
+        @app.get(
+            "/metrics",
+            tags=["health"],
+            summary="Gateway counters in the Prometheus text format (your own; all for admin)",
+            response_class=Response,
+            responses={200: {"content": {PROMETHEUS_TEXT: {}}}, **ERROR_RESPONSES},
         )
+        async def metrics(user: User = Depends(authenticate)) -> Response:
+            scope = None if user.name == ADMIN else user.name
+            return Response(data_plane.metrics(scope), media_type=PROMETHEUS_TEXT)
 
     def openapi() -> dict[str, Any]:
         # Validation failures answer 400 (the platform's code), never FastAPI's 422.

@@ -554,6 +554,7 @@ async def _metrics(ctl: InstanceController, user: User, refs: list[Ref]) -> Resp
             assert isinstance(outcome, ItemError)
             out.append(error_item(outcome, ref))
             continue
+        nconns, nreqs, nqueued, ntotal = ctl.traffic(outcome.uuid)
         out.append(
             {
                 "status": "success",
@@ -567,10 +568,10 @@ async def _metrics(ctl: InstanceController, user: User, refs: list[Ref]) -> Resp
                 "rx_packets": 0,
                 "tx_bytes": 0,
                 "tx_packets": 0,
-                "nconns": 0,
-                "nreqs": 0,
-                "nqueued": 0,
-                "ntotal": 0,
+                "nconns": nconns,
+                "nreqs": nreqs,
+                "nqueued": nqueued,
+                "ntotal": ntotal,
             }
         )
     return items_response(KEY, out, started)

@@ -155,6 +155,7 @@ class ErrorEnvelope(Open):
 class HealthData(Open):
     checks: dict[str, str]
     versions: dict[str, str]
+    gateway: dict[str, Any] | None = None
 
 
 class HealthEnvelope(Open):

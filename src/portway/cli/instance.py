@@ -484,11 +484,12 @@ def with_command(instance: Item, image_args: Sequence[str]) -> Item:
 
 def show_summaries(client: Client, instances: Sequence[Item], *, started: bool) -> None:
     groups = groups_of(client, instances)
+    offset = client.port_offset() if groups else 0
     for index, instance in enumerate(instances):
         group = groups.get(str((instance.get("service_group") or {}).get("uuid")))
         if index:
             print()
-        show_map(render_deployed(instance, group, started=started))
+        show_map(render_deployed(instance, group, started=started, port_offset=offset))
 
 
 # --- logs -------------------------------------------------------------------------------------

@@ -59,18 +59,33 @@ def up(
         "--domain",
         help="Platform domain for generated FQDNs [env PORTWAY_DOMAIN; portway.localhost]",
     ),
+    gateway_host: str | None = typer.Option(
+        None,
+        "--gateway-host",
+        help="Address the gateway's public ports listen on [env PORTWAY_GATEWAY_HOST; 127.0.0.1]",
+    ),
+    port_offset: int | None = typer.Option(
+        None,
+        "--port-offset",
+        help="Public port P listens on P+N [env PORTWAY_PORT_OFFSET; 0 as root, else 8000]",
+    ),
 ) -> None:
     """Run the Portway daemon in the foreground until Ctrl-C or SIGTERM."""
     from .. import config
     from ..app import Ready, run
 
-    settings = config.load(data_dir, host, port, domain)
+    try:
+        settings = config.load(data_dir, host, port, domain, gateway_host, port_offset)
+    except ValueError as err:
+        _fail(str(err))
 
     def ready(info: Ready) -> None:
         token = _read_token(info.token_file)
         lines = [
             f"Portway {__version__} is up.",
             f"  API:        {info.api_url}",
+            f"  gateway:    {info.gateway}",
+            f"  CA:         {info.ca_file} (trust it for https; `portway ca` prints it)",
             f"  data:       {info.data_dir}",
             f"  token file: {info.token_file}",
             "",
@@ -96,6 +111,24 @@ def _read_token(path: Path) -> str | None:
 def _fail(message: str) -> None:
     print(f"portway: {message}", file=sys.stderr)
     raise typer.Exit(1)
+
+
+@app.command()
+def ca(
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="[env PORTWAY_DATA_DIR]"),
+    path: bool = typer.Option(False, "--path", help="Print only the file's path."),
+) -> None:
+    """Print the local CA certificate (PEM) that signs the gateway's certificates.
+
+    Trust it to use https without warnings, e.g. `curl --cacert "$(portway ca --path)" ...`."""
+    from .. import config
+    from ..app import SetupError, ca_certificate
+
+    try:
+        file, pem = ca_certificate(config.load(data_dir))
+    except SetupError as err:
+        _fail(str(err))
+    print(file if path else pem, end="\n" if path else "")
 
 
 @user_app.command("add")

@@ -20,7 +20,7 @@ from rich.text import Text
 # When stdout is a pipe, Rich would wrap a table at 80 columns and break every line a script
 # greps; a wide virtual screen keeps one group per line (the table is only as wide as it needs).
 PIPE_WIDTH = 4096
-HTTPS_PORT = 443
+HTTP_PORT, HTTPS_PORT = 80, 443
 
 
 class OutputFormat(StrEnum):
@@ -407,25 +407,29 @@ def fancy_map(headline: str, entries: Sequence[tuple[str, str]]) -> str:
 
 
 def address_entry(
-    instance: Mapping[str, Any], group: Mapping[str, Any] | None
+    instance: Mapping[str, Any], group: Mapping[str, Any] | None, port_offset: int = 0
 ) -> tuple[str, str] | None:
-    """`url: https://<first domain>` when the group publishes 443, else `domain: <fqdn>`.
-    `group` is the group as `GET /v1/services` reads it (an instance read has no ports)."""
+    """`url: https://<first domain>` when the group publishes 443 (`http://` for port 80
+    alone), else `domain: <fqdn>`. `group` is the group as `GET /v1/services` reads it (an
+    instance read has no ports). Under a port offset the URL names the port the gateway
+    really listens on (443 + offset)."""
     fqdns = _fqdns(group if group is not None else _group_of(instance))
     if not fqdns or not fqdns[0]:
         return None
-    services = (group or {}).get("services") or []
-    if any(isinstance(s, Mapping) and s.get("port") == HTTPS_PORT for s in services):
-        return ("url", f"https://{fqdns[0]}")
+    ports = {s.get("port") for s in (group or {}).get("services") or [] if isinstance(s, Mapping)}
+    for port, scheme in ((HTTPS_PORT, "https"), (HTTP_PORT, "http")):
+        if port in ports:
+            shown = f":{port + port_offset}" if port_offset else ""
+            return ("url", f"{scheme}://{fqdns[0]}{shown}")
     return ("domain", fqdns[0])
 
 
 def deployed_entries(
-    instance: Mapping[str, Any], group: Mapping[str, Any] | None = None
+    instance: Mapping[str, Any], group: Mapping[str, Any] | None = None, port_offset: int = 0
 ) -> list[tuple[str, str]]:
     """The fancy map's entries in kraft's order, leaving out those without a value."""
     fields = instance_fields(instance)
-    address = address_entry(instance, group)
+    address = address_entry(instance, group, port_offset)
     keys_before = ("name", "uuid", "state", "stop reason")
     keys_after = ("image", "boot time", "memory", "service", "private fqdn", "private ip", "args")
     entries = [(key, fields[key]) for key in keys_before]
@@ -436,10 +440,15 @@ def deployed_entries(
 
 
 def render_deployed(
-    instance: Mapping[str, Any], group: Mapping[str, Any] | None = None, *, started: bool = True
+    instance: Mapping[str, Any],
+    group: Mapping[str, Any] | None = None,
+    *,
+    started: bool = True,
+    port_offset: int = 0,
 ) -> str:
     headline = "Deployed successfully!" if started else "Created successfully!"
-    return fancy_map(f"{OK_MARK} {headline}", deployed_entries(instance, group))
+    entries = deployed_entries(instance, group, port_offset)
+    return fancy_map(f"{OK_MARK} {headline}", entries)
 
 
 def render_failed(instance: Mapping[str, Any], log_lines: Sequence[str] = ()) -> str:

@@ -211,6 +211,16 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def port_offset(self) -> int:
+        """How the daemon maps public ports to the ports its gateway listens on (P + offset);
+        0 for a server that does not say (a Unikraft Cloud metro)."""
+        try:
+            response = self._http.get("/healthz")
+            gateway = response.json().get("data", {}).get("gateway") or {}
+            return int(gateway.get("port_offset") or 0)
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            return 0
+
     # --- service groups ------------------------------------------------------------------
 
     def create_service_group(self, request: Mapping[str, Any]) -> Item:

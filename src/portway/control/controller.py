@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from ..model.errors import ErrorCode, ItemError, not_found
+from ..model.instance import Instance
 from ..model.refs import Ref
 from ..model.service_group import (
     Domain,
@@ -30,6 +31,7 @@ from ..model.service_group import (
     new_group,
 )
 from ..store.base import Store
+from .publisher import Publisher, SnapshotSink
 from .users import User
 
 T = TypeVar("T")
@@ -61,6 +63,7 @@ class Controller:
         platform_domain: str,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        sink: SnapshotSink | None = None,
     ) -> None:
         self._store = store
         self._platform_domain = platform_domain
@@ -68,6 +71,7 @@ class Controller:
         self._clock = clock
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portway-store")
         self._changed = asyncio.Event()
+        self._publisher = Publisher(self._routing_state, sink) if sink is not None else None
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -78,6 +82,17 @@ class Controller:
     def changed(self) -> None:
         """Wake the autokill loop: a group may have become empty."""
         self._changed.set()
+
+    async def publish(self) -> None:
+        """The apply barrier: returns once the data plane serves the store as it is now."""
+        if self._publisher is not None:
+            await self._publisher.publish()
+
+    async def _routing_state(self) -> tuple[list[ServiceGroup], list[Instance]]:
+        return await self._db(self._read_routing_state)
+
+    def _read_routing_state(self) -> tuple[list[ServiceGroup], list[Instance]]:
+        return self._store.all_groups(), self._store.all_instances()
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -106,6 +121,7 @@ class Controller:
         )
         await self._db(self._create, group)
         self._changed.set()
+        await self.publish()
         return group
 
     def _create(self, group: ServiceGroup) -> None:
@@ -140,6 +156,7 @@ class Controller:
         before anything is written, for the whole request."""
         outcomes = await self._db(self._patch, user.name, items)
         self._changed.set()
+        await self.publish()
         return outcomes
 
     def _patch(self, user: str, items: Sequence[PatchItem]) -> list[PatchOutcome]:
@@ -176,6 +193,7 @@ class Controller:
     async def delete_groups(self, user: User, refs: Sequence[Ref]) -> list[Outcome]:
         outcomes = await self._db(self._delete, user.name, refs)
         self._changed.set()
+        await self.publish()
         return outcomes
 
     def _delete(self, user: str, refs: Sequence[Ref]) -> list[Outcome]:
@@ -206,6 +224,8 @@ class Controller:
             due = await self._db(self._store.autokill_due, self._clock())
             for user, uuid in due:
                 await self._db(self._delete, user, [Ref(uuid=uuid)])
+            if due:
+                await self.publish()
             next_at = await self._db(self._store.next_autokill_at)
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock())
             self._changed.clear()

@@ -145,6 +145,15 @@ class Waited:
 Outcome = Instance | ItemError
 
 
+class TrafficReport(Protocol):
+    """What the gateway tells control about an instance's traffic."""
+
+    def inflight_of(self, instance: str) -> int: ...
+
+    def traffic_of(self, instance: str) -> tuple[int, int, int, int]:
+        """(nconns, nreqs, nqueued, ntotal)."""
+
+
 class InstanceController:
     def __init__(
         self,
@@ -158,7 +167,9 @@ class InstanceController:
         address_pool: ipaddress.IPv4Network = LOOPBACK_POOL,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        traffic: TrafficReport | None = None,
     ) -> None:
+        self._traffic = traffic
         self._pool = address_pool
         self._groups = groups
         self._store = store
@@ -232,6 +243,7 @@ class InstanceController:
         await asyncio.gather(*(self._prepare_files(i) for i in instances))
         if group is not None:
             self._groups.changed()
+            await self._groups.publish()  # its domains answer (503 until an instance runs)
         if not req.autostart:
             return instances, True
         for instance in instances:
@@ -502,8 +514,8 @@ class InstanceController:
         return instance
 
     async def _drain_then_stop(self, instance: Instance, drain_ms: int, grace: float) -> None:
-        # No gateway counts in-flight work yet, so draining waits only for the timeout's first
-        # check: an instance with nothing in flight stops at once.
+        # The drain began with a published Snapshot without the instance, so nothing new
+        # arrives; what is in flight gets until the drain timeout to finish.
         if self.inflight(instance.uuid) > 0:
             deadline = time.monotonic() + (WAIT_FOREVER_S if drain_ms < 0 else drain_ms / 1000)
             while self.inflight(instance.uuid) > 0 and time.monotonic() < deadline:
@@ -514,8 +526,12 @@ class InstanceController:
         await self._driver.stop(instance.uuid, grace)
 
     def inflight(self, uuid: str) -> int:
-        """Work in flight at the instance, as the gateway reports it (none yet)."""
-        return 0
+        """Requests or connections in flight at the instance, as the gateway counts them."""
+        return self._traffic.inflight_of(uuid) if self._traffic is not None else 0
+
+    def traffic(self, uuid: str) -> tuple[int, int, int, int]:
+        """(nconns, nreqs, nqueued, ntotal) for the metrics API."""
+        return self._traffic.traffic_of(uuid) if self._traffic is not None else (0, 0, 0, 0)
 
     def _spawn_teardown(self, uuid: str, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -743,35 +759,39 @@ class InstanceController:
     async def _mutate(
         self, instance: Instance, event: Event | None, changes: dict[str, Any]
     ) -> Instance:
-        updated = await self._db(
+        updated, routing_changed = await self._db(
             self._read_modify_write, instance.user, instance.uuid, event, changes
         )
+        if routing_changed:
+            # Before anyone hears of the change: a stop or drain that returns has taken the
+            # instance out of new traffic, and a create that saw `running` can be reached.
+            await self._groups.publish()
         async with self._changed:
             self._changed.notify_all()
         return updated if updated is not None else replace(instance, state=State.DELETED)
 
     def _read_modify_write(
         self, user: str, uuid: str, event: Event | None, changes: dict[str, Any]
-    ) -> Instance | None:
+    ) -> tuple[Instance | None, bool]:
         """One step on the store thread, so that no other write can fall between the read and
         the write (a supervisor's status update must not put back a `desired` that a stop
         has just changed)."""
         current = self._store.instances_by_uuid(user, [uuid]).get(uuid)
         if current is None:
-            return None
+            return None, False
         if event is not None:
             try:
                 changes = {**changes, "state": transition(current.state, event)}
             except IllegalTransition as refused:
                 log.info("instance %s: %s", current.name, refused)
-                return current
+                return current, False
         # A change may be a function of the current value (status fields): applied here, on
         # the row as it is now, so a concurrent writer's fields are never put back stale.
         resolved = {k: v(getattr(current, k)) if callable(v) else v for k, v in changes.items()}
         updated = replace(current, **resolved)
         if updated != current:
             self._store.save_instance(updated)
-        return updated
+        return updated, _routing(updated) != _routing(current)
 
     async def _by_uuid(self, user: str, uuid: str) -> Instance | None:
         found = await self._db(self._store.instances_by_uuid, user, [uuid])
@@ -867,6 +887,7 @@ class InstanceController:
         and files go in the background, and the reconciler finishes the job after a crash."""
         group_gone = await self._db(self._store.delete_instance, instance, self._clock())
         self._groups.changed()
+        await self._groups.publish()
         if group_gone:
             log.info("deleted the instance-owned service group of %s", instance.name)
         run = self._runs.pop(instance.uuid, None)
@@ -894,6 +915,7 @@ class InstanceController:
     async def _teardown_deleted(self, instance: Instance) -> None:
         await self._db(self._store.delete_instance, instance, self._clock())
         self._groups.changed()
+        await self._groups.publish()
         async with self._changed:
             self._changed.notify_all()
         await self._driver.remove(instance.uuid)
@@ -1069,6 +1091,11 @@ class InstanceController:
         for instance in await self._db(self._store.all_instances):
             if instance.state in LIVE:
                 await self._db(self._store.save_instance, replace(instance, state=State.STOPPED))
+
+
+def _routing(instance: Instance) -> tuple[object, ...]:
+    """What the gateway's Snapshot holds of an instance."""
+    return (instance.state, instance.group_uuid, instance.private_ip, instance.name)
 
 
 async def _done(value: T) -> T:

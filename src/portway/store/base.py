@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from ..model.instance import Instance
 from ..model.service_group import GroupConfig, ServiceGroup
 
 
@@ -26,6 +27,12 @@ class Store(Protocol):
     ) -> list[ServiceGroup]:
         """A page in creation order, starting at (and including) the group `start`.
         An unknown `start` gives an empty page."""
+
+    def all_groups(self) -> list[ServiceGroup]:
+        """Every user's groups, for the gateway's Snapshot."""
+
+    def all_instances(self) -> list[Instance]:
+        """Every user's instances."""
 
     def update_group(self, user: str, uuid: str, config: GroupConfig) -> None:
         """Replace a group's config. Raises ItemError(ALREADY_EXISTS) if a new domain is taken."""

@@ -505,6 +505,10 @@ class SQLiteStore(_InstanceQueries):
             params.append(count)
         return self._hydrate(self._db.execute(sql, params).fetchall())
 
+    def all_groups(self) -> list[ServiceGroup]:
+        sql = f"SELECT {_GROUP_COLUMNS} FROM service_groups ORDER BY seq"
+        return self._hydrate(self._db.execute(sql).fetchall())
+
     def domain_owners(self, fqdns: Sequence[str]) -> dict[str, str]:
         if not fqdns:
             return {}
