@@ -225,6 +225,12 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(400, "chunk extensions too long")
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            # The client is done sending: pass the half-close on; the tunnel ends when the
+            # instance closes its side.
+            if self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
         # A client that half-closes after its request still gets the response.
         return bool(self.queue) and not self.dead
 

@@ -1,0 +1,214 @@
+"""HTTP-mode behaviours beyond framing, through the real gateway over real sockets: Upgrade
+tunnels, 100-continue, streaming, deadlines, retry on a refused connection, and config changes
+that must not drop open connections."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from portway.gateway.context import Limits
+
+from .harness import (
+    WAIT_S,
+    GatewayThread,
+    backends,
+    endpoint,
+    http_get,
+    http_listener,
+    read_response,
+    route,
+    snapshot,
+)
+
+Handler = Callable[[socket.socket, bytes], None]
+
+
+@contextlib.contextmanager
+def raw_backend(handle: Handler) -> Iterator[int]:
+    """A server whose handler gets each connection and the request head it read."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=_run, args=(conn,), daemon=True).start()
+
+    def _run(conn: socket.socket) -> None:
+        conn.settimeout(WAIT_S)
+        with conn, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(1)
+                if not chunk:
+                    return
+                head += chunk
+            handle(conn, head)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+        server.close()
+
+
+def _serve(gw: GatewayThread, port: int, **limits: int) -> tuple[str, int]:
+    r = route("web", 80, [endpoint("a", port)], soft_limit=100, **limits)
+    gw.apply(snapshot(1, http_listener(80, {"app.test": r})))
+    return gw.address(80)
+
+
+def test_websocket_upgrade_becomes_a_tunnel_counted_in_flight(tmp_path: Path) -> None:
+    def upgrade(conn: socket.socket, head: bytes) -> None:
+        assert b"upgrade: websocket" in head.lower() and b"connection: upgrade" in head.lower()
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        while data := conn.recv(65536):
+            conn.sendall(data.upper())
+
+    with raw_backend(upgrade) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        with socket.create_connection(address, timeout=WAIT_S) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\nearly"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101")
+            got = b""
+            while len(got) < 5:
+                got += sock.recv(64)
+            assert got == b"EARLY"  # sent with the request head, delivered after the 101
+            gw.wait_inflight({"uuid-a": 1})  # the open tunnel counts as one in flight
+            sock.sendall(b"hello")
+            assert sock.recv(64) == b"HELLO"
+        gw.wait_inflight({})
+
+
+def test_expect_100_continue_is_relayed(tmp_path: Path) -> None:
+    def continue_then_read(conn: socket.socket, head: bytes) -> None:
+        assert b"expect: 100-continue" in head.lower()
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = b""
+        while len(body) < 5:
+            body += conn.recv(5 - len(body))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body.upper())
+
+    with raw_backend(continue_then_read) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        with socket.create_connection(address, timeout=WAIT_S) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                interim += sock.recv(1)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b"hello")
+            status, _, body = read_response(sock)
+            assert (status, body) == (200, b"HELLO")
+
+
+def test_bodies_stream_both_ways(tmp_path: Path) -> None:
+    size = 8 << 20
+
+    def echo_length(conn: socket.socket, head: bytes) -> None:
+        # Answer before reading the whole body: a proxy that buffered it would deadlock here.
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        received = 0
+        while received < size:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            received += len(chunk)
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.sendall(b"0\r\n\r\n")
+
+    with raw_backend(echo_length) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        with socket.create_connection(address, timeout=WAIT_S) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n" % size)
+            payload = bytes(range(256)) * (size // 256)
+            sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+            sender.start()
+            data = b""
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(1 << 20)
+                assert chunk, "closed early"
+                data += chunk
+            sender.join(WAIT_S)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        decoded, rest = b"", body
+        while True:
+            line, _, rest = rest.partition(b"\r\n")
+            length = int(line, 16)
+            if length == 0:
+                break
+            decoded, rest = decoded + rest[:length], rest[length + 2 :]
+        assert decoded == payload
+
+
+def test_a_slow_request_head_gets_408(tmp_path: Path) -> None:
+    with backends("a") as bes, GatewayThread(tmp_path, Limits(header_timeout_s=0.5)) as gw:
+        r = route("web", 80, [bes[0].endpoint()])
+        gw.apply(snapshot(1, http_listener(80, {"app.test": r})))
+        with socket.create_connection(gw.address(80), timeout=WAIT_S) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: app")  # and never the rest
+            status, headers, _ = read_response(sock)
+            assert status == 408 and headers.get("connection") == "close"
+            assert time.monotonic() - started < 2.0
+        assert bes[0].requests == 0
+
+
+def test_refused_connection_is_retried_on_another_instance(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        with backends("b") as bes, GatewayThread(tmp_path) as gw:
+            dead = endpoint("dead", dead_port)
+            r = route("web", 80, [dead, bes[0].endpoint()], soft_limit=100)
+            gw.apply(snapshot(1, http_listener(80, {"app.test": r})))
+            results = [http_get(gw.address(80)) for _ in range(20)]
+            assert [s for s, _, _ in results] == [200] * 20
+            assert {body for _, _, body in results} == {b"b"}
+
+
+def test_a_config_change_drops_no_open_connection(tmp_path: Path) -> None:
+    with backends("a", "b") as bes, GatewayThread(tmp_path) as gw:
+        first = route("web", 80, [bes[0].endpoint()])
+        gw.apply(snapshot(1, http_listener(80, {"app.test": first})))
+        address = gw.address(80)
+        outcome: list[tuple[int, dict[str, str], bytes]] = []
+        held = threading.Thread(target=lambda: outcome.append(http_get(address, "/hold")))
+        held.start()
+        gw.wait_inflight({"uuid-a": 1})
+        # Instance a leaves the group; the port gets a second host: the held request is a's.
+        second = route("web", 80, [bes[1].endpoint()])
+        gw.apply(snapshot(2, http_listener(80, {"app.test": second, "www.test": second})))
+        assert gw.address(80) == address  # same listener
+        assert http_get(address, "/", host="www.test")[2] == b"b"
+        bes[0].release()
+        held.join(WAIT_S)
+        assert outcome and outcome[0][0] == 200 and outcome[0][2] == b"a"
+        # A keep-alive connection opened before the change is served under the new config.
+        assert http_get(address)[2] == b"b"
