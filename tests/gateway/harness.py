@@ -193,6 +193,7 @@ class HoldingBackend:
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.requests = 0
+        self.connections = 0
         self.max_concurrent = 0
         self._concurrent = 0
         self._lock = threading.Lock()
@@ -234,6 +235,8 @@ class HoldingBackend:
             self._concurrent -= 1
 
     def _handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
         conn.settimeout(WAIT_S * 3)
         with contextlib.closing(conn), contextlib.suppress(OSError):
             if self.raw:

@@ -212,3 +212,16 @@ def test_a_config_change_drops_no_open_connection(tmp_path: Path) -> None:
         assert outcome and outcome[0][0] == 200 and outcome[0][2] == b"a"
         # A keep-alive connection opened before the change is served under the new config.
         assert http_get(address)[2] == b"b"
+
+
+def test_connections_to_instances_are_reused(tmp_path: Path) -> None:
+    with backends("a") as bes, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, bes[0].port)
+        with socket.create_connection(address, timeout=WAIT_S) as sock:
+            for _ in range(50):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+                assert read_response(sock)[0] == 200
+        for _ in range(10):  # new client connections find the pooled one too
+            assert http_get(address)[0] == 200
+        assert bes[0].requests == 60
+        assert bes[0].connections == 1

@@ -563,7 +563,9 @@ class SniRouter:
     def _on_server_name(
         self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
     ) -> int | None:
-        if server_name:
+        if server_name and not _looks_like_ip(server_name):
+            # Some clients (wrk, old OpenSSL tools) send an IP literal, which RFC 6066 forbids:
+            # it names no host, so it is treated like no SNI at all.
             self._names[connection] = server_name.lower().rstrip(".")
         contexts = self._current  # read once: a concurrent swap must not mix two sets
         chosen = contexts.choose(server_name)

@@ -653,6 +653,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.response = ResponseHead()
         self.body_mode = AS_IS
         self.until_close = False  # a response whose body ends when the instance closes
+        self.keep_alive = False  # the instance keeps the connection open after this response
         self.done = False
         self.tunnel = False
         self.deadline = 0.0
@@ -831,6 +832,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         exchange.status = status
         exchange.response_started = True
+        # Read now: once the message is complete llhttp has reset for the next one.
+        self.keep_alive = self.parser.should_keep_alive()
         response = self.response
         if status == 101:
             extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.head.upgrade or b"")
@@ -886,9 +889,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self, exchange: Exchange) -> None:
         client = self.client
         assert client is not None
-        reusable = (
-            exchange.request_done and self.parser.should_keep_alive() and not self.until_close
-        )
+        reusable = exchange.request_done and self.keep_alive and not self.until_close
         self.exchange = None
         self.client = None
         self.done = False
