@@ -28,4 +28,3 @@ def framing_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Framin
         r = route("framing", 80, [endpoint("backend", port, host)], soft_limit=1000)
         gw.apply(snapshot(1, http_listener(80, {FRAMING_HOST: r})))
         yield FramingGateway(gw.address(80), backend)
-

@@ -110,12 +110,8 @@ _EXPECTATION = frozenset({417})
 CONTROL: tuple[Vector, ...] = (
     Vector("control.get", msg(GET, HOST), "pass", "plain GET, no body", body=b""),
     Vector("control.post-cl", post_cl(b"5"), "pass", "Content-Length body", body=HELLO),
-    Vector(
-        "control.post-cl-zero", post_cl(b"0", b""), "pass", "explicit empty body", body=b""
-    ),
-    Vector(
-        "control.post-chunked", post_chunked(HELLO_CHUNKED), "pass", "chunked", body=HELLO
-    ),
+    Vector("control.post-cl-zero", post_cl(b"0", b""), "pass", "explicit empty body", body=b""),
+    Vector("control.post-chunked", post_chunked(HELLO_CHUNKED), "pass", "chunked", body=HELLO),
     Vector(
         "control.chunked-multi",
         post_chunked(chunked(b"hel", b"lo", b" world")),
@@ -155,7 +151,7 @@ CONTROL: tuple[Vector, ...] = (
         "control.chunk-leading-zeros",
         post_chunked(b"0005\r\nhello\r\n000\r\n\r\n"),
         "pass",
-        "chunk-size = 1*HEXDIG, last-chunk = 1*\"0\"",
+        'chunk-size = 1*HEXDIG, last-chunk = 1*"0"',
         body=HELLO,
     ),
     Vector(
@@ -792,9 +788,7 @@ CONTENT_LENGTH: tuple[Vector, ...] = (
 # --- chunked body syntax (RFC 9112 §7.1) ----------------------------------------------------
 
 CHUNK: tuple[Vector, ...] = (
-    Vector(
-        "chunk.non-hex", post_chunked(b"z\r\nhello\r\n0\r\n\r\n"), "reject", "size not HEXDIG"
-    ),
+    Vector("chunk.non-hex", post_chunked(b"z\r\nhello\r\n0\r\n\r\n"), "reject", "size not HEXDIG"),
     Vector("chunk.negative", post_chunked(b"-5\r\nhello\r\n0\r\n\r\n"), "reject", "negative size"),
     Vector("chunk.plus", post_chunked(b"+5\r\nhello\r\n0\r\n\r\n"), "reject", "`+` sign"),
     Vector("chunk.0x-prefix", post_chunked(b"0x5\r\nhello\r\n0\r\n\r\n"), "reject", "0x prefix"),

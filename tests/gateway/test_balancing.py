@@ -228,5 +228,3 @@ def test_tcp_hard_limit_closes_at_once(tmp_path: Path) -> None:
         assert bes[0].requests == 1
         for conn in held:
             conn.close()
-
-

@@ -176,9 +176,7 @@ class Exchange:
     received: bytes = field(default=b"", repr=False)
 
 
-def exchange(
-    address: tuple[str, int], raw: bytes, *, want: int, need_close: bool
-) -> Exchange:
+def exchange(address: tuple[str, int], raw: bytes, *, want: int, need_close: bool) -> Exchange:
     """Send `raw`, then read until the gateway closes, or until `want` final responses arrived
     (plus GRACE_S; or, with `need_close`, until the close), or READ_TIMEOUT_S. A response
     that did not come from the backend always means `need_close`: rejections end connections."""
