@@ -225,3 +225,26 @@ def test_connections_to_instances_are_reused(tmp_path: Path) -> None:
             assert http_get(address)[0] == 200
         assert bes[0].requests == 60
         assert bes[0].connections == 1
+
+
+def test_response_heads_lose_hop_by_hop_fields_only(tmp_path: Path) -> None:
+    def answer(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 Fine Thanks\r\nX-One: 1\r\nConnection: keep-alive, X-Secret\r\n"
+            b"Keep-Alive: timeout=5\r\nX-Secret: drop me\r\ncontent-length: 2\r\nX-Two: 2\r\n"
+            b"\r\nok"
+        )
+
+    with raw_backend(answer) as port, GatewayThread(tmp_path) as gw:
+        with socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            data = b""
+            while not data.endswith(b"ok"):
+                data += sock.recv(4096)
+        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert head == [
+            b"HTTP/1.1 200 Fine Thanks",
+            b"X-One: 1",
+            b"X-Two: 2",
+            b"Content-Length: 2",
+        ]

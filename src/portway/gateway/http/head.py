@@ -17,6 +17,7 @@ the same pass (the prototype measured header rewriting as the dearest part of a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,9 +43,7 @@ REPLACED: Final = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-requ
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 # Host: a name or address, optional port; anything else is not a host (RFC 9110 §7.2).
-_HOST_BYTES: Final = frozenset(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]"
-)
+_HOST_BYTES: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]"
 
 
 class Refused(Exception):
@@ -142,7 +141,7 @@ def _content_length(value: bytes) -> int:
 
 def normalize_host(raw: bytes) -> bytes:
     """`App.Example.com:8443` → `app.example.com`; refuses what is not a host."""
-    if not raw or any(b not in _HOST_BYTES for b in raw):
+    if not raw or raw.translate(None, _HOST_BYTES):  # bytes left over are not host bytes
         raise Refused(400, "invalid Host field")
     host = raw.lower()
     if host.startswith(b"["):
@@ -216,35 +215,57 @@ def authority(target: bytes) -> bytes | None:
 # --- responses ----------------------------------------------------------------------------
 
 
+# Fields of a response the client does not get as the instance sent them. The pattern takes the
+# CRLF before the field, so removing a match removes the whole line.
+_RESPONSE_HOP: Final = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length)[ \t]*:[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)
+MAX_RESPONSE_HEAD: Final = 4 * MAX_HEAD
+_COMMON_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
 @dataclass(slots=True)
 class ResponseHead:
-    """The fields of one instance response that the client gets."""
+    """One instance response head, as the client gets it (without framing fields)."""
 
-    lines: list[bytes] = field(default_factory=list)
-    connection: tuple[bytes, ...] = ()
-    size: int = 0
+    kept: bytes  # status line and the fields that pass, without the final CRLFs
     content_length: bytes | None = None  # as the instance sent it (llhttp checked it)
     chunked: bool = False
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.size += len(name) + len(value) + 4
-        if self.size > MAX_HEAD * 4:
-            raise Refused(502, "instance response header too large")
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                self.connection += tuple(t.strip(b" \t").lower() for t in value.split(b","))
-            elif lname == b"content-length":
-                self.content_length = value.strip(b" \t")
-            elif lname == b"transfer-encoding":
-                self.chunked = True  # llhttp refuses a response whose last coding is not
-            return
-        self.lines.append(b"%s: %s\r\n" % (name, value))
+    connection: tuple[bytes, ...] = ()
 
 
-def response_head(status: int, reason: bytes, head: ResponseHead, extra: bytes) -> bytes:
-    named = {t for t in head.connection if t not in (b"close", b"keep-alive", b"upgrade")}
-    lines = head.lines
-    if named:
-        lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
-    return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, reason), *lines, extra, b"\r\n"))
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """`raw` is a whole head, blank line included, that llhttp has already accepted. One regex
+    pass in C instead of a Python call per field: this runs for every response."""
+    if len(raw) > MAX_RESPONSE_HEAD:
+        raise Refused(502, "instance response header too large")
+    text = raw[:-4]
+    head = ResponseHead(text)
+    kept: list[bytes] = []
+    start = 0
+    for match in _RESPONSE_HOP.finditer(text):
+        kept.append(text[start : match.start()])
+        start = match.end()
+        name = match.group(1).lower()
+        if name == b"content-length":
+            head.content_length = match.group(2).strip(b" \t")
+        elif name == b"transfer-encoding":
+            head.chunked = True  # llhttp refuses a response whose last coding is not
+        elif name == b"connection":
+            head.connection += tuple(t.strip(b" \t").lower() for t in match.group(2).split(b","))
+    if start:
+        kept.append(text[start:])
+        head.kept = b"".join(kept)
+    if head.connection and not _COMMON_TOKENS.issuperset(head.connection):
+        named = set(head.connection) - _COMMON_TOKENS
+        first, *fields = head.kept.split(b"\r\n")
+        kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in named]
+        head.kept = b"\r\n".join((first, *kept))
+    return head
+
+
+def response_head(head: ResponseHead, extra: bytes) -> bytes:
+    """The head the client gets: the instance's, then the gateway's framing lines."""
+    return b"%s\r\n%s\r\n" % (head.kept, extra)

@@ -36,13 +36,14 @@ from ..context import Context
 from .head import (
     IDEMPOTENT,
     MAX_HEAD,
+    MAX_RESPONSE_HEAD,
     MAX_TARGET,
     Refused,
     RequestHead,
-    ResponseHead,
     authority,
     normalize_host,
     origin_form,
+    parse_response_head,
     response_head,
     upstream_head,
 )
@@ -649,8 +650,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.client: ClientConnection | None = None
         self.reused = False
         self.out: list[bytes] = []
-        self.reason = b""
-        self.response = ResponseHead()
+        self.raw = b""  # the response head being received (llhttp does not keep it)
         self.body_mode = AS_IS
         self.until_close = False  # a response whose body ends when the instance closes
         self.keep_alive = False  # the instance keeps the connection open after this response
@@ -710,6 +710,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()  # bytes nobody asked for: the connection is unusable
             return
         out = self.out = []
+        if not exchange.response_started:
+            self.raw += data
+            if len(self.raw) > MAX_RESPONSE_HEAD:
+                self._broken("the instance's response head is too large")
+                return
         try:
             self.parser.feed_data(data)
         except _HeadDone:
@@ -810,34 +815,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- httptools callbacks --------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.reason = b""
-        self.response = ResponseHead()
-        self.done = False
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.add(name, value)
-
     def on_headers_complete(self) -> None:
         exchange, client = self.exchange, self.client
         assert exchange is not None and client is not None
         status = self.parser.get_status_code()
+        end = self.raw.find(b"\r\n\r\n") + 4
+        response = parse_response_head(self.raw[:end])
+        self.raw = self.raw[end:]  # an interim response may be followed by the final one
         if status < 200 and status != 101:
             if exchange.version == "1.1":  # interim (100 Continue): the client may need it
-                self.out.append(response_head(status, self.reason, self.response, b""))
+                self.out.append(response_head(response, b""))
             return
+        self.raw = b""
         self.deadline = 0.0
         exchange.status = status
         exchange.response_started = True
         # Read now: once the message is complete llhttp has reset for the next one.
         self.keep_alive = self.parser.should_keep_alive()
-        response = self.response
         if status == 101:
             extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.head.upgrade or b"")
-            self.out.append(response_head(status, self.reason, response, extra))
+            self.out.append(response_head(response, extra))
             return
         if exchange.head.upgrade is not None and client.upgrading:
             client.upgrade_refused()
@@ -867,7 +864,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.keep_alive = False
         elif exchange.version == "1.0":
             extra += b"Connection: keep-alive\r\n"
-        self.out.append(response_head(status, self.reason, response, extra))
+        self.out.append(response_head(response, extra))
         if exchange.method == b"HEAD":
             raise _HeadDone
 
@@ -893,6 +890,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.client = None
         self.done = False
+        self.raw = b""
         if exchange.method == b"HEAD":
             self.parser = httptools.HttpResponseParser(self)
         if reusable and self.ctx.put_idle(self.endpoint, self):
