@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -83,16 +83,23 @@ class Controller:
         """Wake the autokill loop: a group may have become empty."""
         self._changed.set()
 
-    async def publish(self) -> None:
-        """The apply barrier: returns once the data plane serves the store as it is now."""
+    async def publish(self, groups: Iterable[str | None] | None = None) -> None:
+        """The apply barrier: returns once the data plane serves the store as it is now.
+        `groups` names the groups whose routing changed (None: any may have)."""
         if self._publisher is not None:
-            await self._publisher.publish()
+            await self._publisher.publish(groups)
 
-    async def _routing_state(self) -> tuple[list[ServiceGroup], list[Instance]]:
-        return await self._db(self._read_routing_state)
+    async def _routing_state(
+        self, groups: Collection[str] | None
+    ) -> tuple[list[ServiceGroup], list[Instance]]:
+        return await self._db(self._read_routing_state, groups)
 
-    def _read_routing_state(self) -> tuple[list[ServiceGroup], list[Instance]]:
-        return self._store.all_groups(), self._store.all_instances()
+    def _read_routing_state(
+        self, groups: Collection[str] | None
+    ) -> tuple[list[ServiceGroup], list[Instance]]:
+        if groups is None:
+            return self._store.all_groups(), self._store.all_instances()
+        return self._store.groups_anyone(groups), self._store.instances_in_groups(groups)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -121,7 +128,7 @@ class Controller:
         )
         await self._db(self._create, group)
         self._changed.set()
-        await self.publish()
+        await self.publish([group.uuid])
         return group
 
     def _create(self, group: ServiceGroup) -> None:
@@ -156,7 +163,7 @@ class Controller:
         before anything is written, for the whole request."""
         outcomes = await self._db(self._patch, user.name, items)
         self._changed.set()
-        await self.publish()
+        await self.publish(_uuids(o.result for o in outcomes))
         return outcomes
 
     def _patch(self, user: str, items: Sequence[PatchItem]) -> list[PatchOutcome]:
@@ -193,7 +200,7 @@ class Controller:
     async def delete_groups(self, user: User, refs: Sequence[Ref]) -> list[Outcome]:
         outcomes = await self._db(self._delete, user.name, refs)
         self._changed.set()
-        await self.publish()
+        await self.publish(_uuids(outcomes))
         return outcomes
 
     def _delete(self, user: str, refs: Sequence[Ref]) -> list[Outcome]:
@@ -225,7 +232,7 @@ class Controller:
             for user, uuid in due:
                 await self._db(self._delete, user, [Ref(uuid=uuid)])
             if due:
-                await self.publish()
+                await self.publish([uuid for _user, uuid in due])
             next_at = await self._db(self._store.next_autokill_at)
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock())
             self._changed.clear()
@@ -247,3 +254,7 @@ class Controller:
                 raise ItemError(
                     ErrorCode.ALREADY_EXISTS, f"Domain '{domain.fqdn}' is already in use"
                 )
+
+
+def _uuids(outcomes: Iterable[Outcome]) -> list[str]:
+    return [o.uuid for o in outcomes if isinstance(o, ServiceGroup)]

@@ -243,7 +243,8 @@ class InstanceController:
         await asyncio.gather(*(self._prepare_files(i) for i in instances))
         if group is not None:
             self._groups.changed()
-            await self._groups.publish()  # its domains answer (503 until an instance runs)
+            # Its domains answer from now on (503 until an instance runs).
+            await self._groups.publish([group.uuid])
         if not req.autostart:
             return instances, True
         for instance in instances:
@@ -759,39 +760,42 @@ class InstanceController:
     async def _mutate(
         self, instance: Instance, event: Event | None, changes: dict[str, Any]
     ) -> Instance:
-        updated, routing_changed = await self._db(
+        updated, routed_by = await self._db(
             self._read_modify_write, instance.user, instance.uuid, event, changes
         )
-        if routing_changed:
+        if routed_by:
             # Before anyone hears of the change: a stop or drain that returns has taken the
             # instance out of new traffic, and a create that saw `running` can be reached.
-            await self._groups.publish()
+            await self._groups.publish(routed_by)
         async with self._changed:
             self._changed.notify_all()
         return updated if updated is not None else replace(instance, state=State.DELETED)
 
     def _read_modify_write(
         self, user: str, uuid: str, event: Event | None, changes: dict[str, Any]
-    ) -> tuple[Instance | None, bool]:
+    ) -> tuple[Instance | None, set[str | None]]:
         """One step on the store thread, so that no other write can fall between the read and
         the write (a supervisor's status update must not put back a `desired` that a stop
-        has just changed)."""
+        has just changed). Returns the instance as written, and the groups whose routing the
+        change touched."""
         current = self._store.instances_by_uuid(user, [uuid]).get(uuid)
         if current is None:
-            return None, False
+            return None, set()
         if event is not None:
             try:
                 changes = {**changes, "state": transition(current.state, event)}
             except IllegalTransition as refused:
                 log.info("instance %s: %s", current.name, refused)
-                return current, False
+                return current, set()
         # A change may be a function of the current value (status fields): applied here, on
         # the row as it is now, so a concurrent writer's fields are never put back stale.
         resolved = {k: v(getattr(current, k)) if callable(v) else v for k, v in changes.items()}
         updated = replace(current, **resolved)
         if updated != current:
             self._store.save_instance(updated)
-        return updated, _routing(updated) != _routing(current)
+        if _routing(updated) == _routing(current):
+            return updated, set()
+        return updated, {current.group_uuid, updated.group_uuid} - {None}
 
     async def _by_uuid(self, user: str, uuid: str) -> Instance | None:
         found = await self._db(self._store.instances_by_uuid, user, [uuid])
@@ -887,7 +891,7 @@ class InstanceController:
         and files go in the background, and the reconciler finishes the job after a crash."""
         group_gone = await self._db(self._store.delete_instance, instance, self._clock())
         self._groups.changed()
-        await self._groups.publish()
+        await self._groups.publish([instance.group_uuid])
         if group_gone:
             log.info("deleted the instance-owned service group of %s", instance.name)
         run = self._runs.pop(instance.uuid, None)
@@ -915,7 +919,7 @@ class InstanceController:
     async def _teardown_deleted(self, instance: Instance) -> None:
         await self._db(self._store.delete_instance, instance, self._clock())
         self._groups.changed()
-        await self._groups.publish()
+        await self._groups.publish([instance.group_uuid])
         async with self._changed:
             self._changed.notify_all()
         await self._driver.remove(instance.uuid)

@@ -27,6 +27,7 @@ from .tls import (
     SHUTDOWN_TIMEOUT_S,
     CertificateStore,
     SniRouter,
+    select,
     server_tls_options,
 )
 from .tlsconn import TLSServerProtocol
@@ -83,8 +84,12 @@ class Gateway:
     # --- certificates ---------------------------------------------------------------------
 
     async def _certify(self, snapshot: Snapshot) -> None:
-        hosts = snapshot.hosts
-        if not any(lst.tls for lst in snapshot.listeners.values()) or hosts == self._hosts:
+        if not any(lst.tls for lst in snapshot.listeners.values()):
+            return
+        # Names under the platform domain share its wildcard: only the others need a build.
+        platform = {self._certificates.platform_wildcard: True}
+        hosts = frozenset(h for h in snapshot.hosts if select(h, {}, platform) is None)
+        if hosts == self._hosts:
             return
         for alpn in (HTTP_ALPN, ()):
             # Issuing a certificate writes files and makes keys: not on the event loop.

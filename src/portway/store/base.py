@@ -7,7 +7,7 @@ answers 2xx only after that (durability before acknowledgement).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from ..model.instance import Instance
@@ -33,6 +33,12 @@ class Store(Protocol):
 
     def all_instances(self) -> list[Instance]:
         """Every user's instances."""
+
+    def groups_anyone(self, uuids: Collection[str]) -> list[ServiceGroup]:
+        """These groups, whoever owns them (for the Snapshot; never for a user's request)."""
+
+    def instances_in_groups(self, uuids: Collection[str]) -> list[Instance]:
+        """The instances attached to these groups, whoever owns them."""
 
     def update_group(self, user: str, uuid: str, config: GroupConfig) -> None:
         """Replace a group's config. Raises ItemError(ALREADY_EXISTS) if a new domain is taken."""

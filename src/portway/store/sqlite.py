@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -277,6 +277,17 @@ class _InstanceQueries:
             params.append(count)
         return [_instance_from(r) for r in self._db.execute(sql, params)]
 
+    def instances_in_groups(self, uuids: Collection[str]) -> list[Instance]:
+        if not uuids:
+            return []
+        marks = ",".join("?" * len(uuids))
+        rows = self._db.execute(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE group_uuid IN ({marks}) "
+            "ORDER BY seq",
+            list(uuids),
+        )
+        return [_instance_from(r) for r in rows]
+
     def all_instances(self) -> list[Instance]:
         """Every user's instances: what the reconciler compares the host with."""
         rows = self._db.execute(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY seq")
@@ -504,6 +515,13 @@ class SQLiteStore(_InstanceQueries):
             sql += " LIMIT ?"
             params.append(count)
         return self._hydrate(self._db.execute(sql, params).fetchall())
+
+    def groups_anyone(self, uuids: Collection[str]) -> list[ServiceGroup]:
+        if not uuids:
+            return []
+        marks = ",".join("?" * len(uuids))
+        sql = f"SELECT {_GROUP_COLUMNS} FROM service_groups WHERE uuid IN ({marks})"
+        return self._hydrate(self._db.execute(sql, list(uuids)).fetchall())
 
     def all_groups(self) -> list[ServiceGroup]:
         sql = f"SELECT {_GROUP_COLUMNS} FROM service_groups ORDER BY seq"
