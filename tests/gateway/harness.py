@@ -169,7 +169,11 @@ class GatewayThread:
     def flush_log(self) -> None:
         assert self.gateway is not None
         gateway = self.gateway
-        self.call(gateway.ctx.access_log.flush)
+        def flush() -> None:
+            gateway.ctx.activity.settle()
+            gateway.ctx.access_log.flush()
+
+        self.call(flush)
 
 
 # --- backends ---------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """One JSON line per request (HTTP mode) or connection (TCP mode), written in batches.
 
-The request path only appends a tuple; a flush (every `FLUSH_S`, or when the batch is large)
-formats and writes many lines with one `write`, so logging costs no syscall per request. The
+Entries come from `Activity.settle`; a flush (the gateway's sweeper, a few times a second, or
+when the batch is large) formats and writes many lines with one `write`, so logging costs no
+syscall per request. The
 file is kept bounded: past `MAX_BYTES` it is renamed to `access.log.1` (one generation kept).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -17,7 +17,6 @@ from typing import Any, Final
 
 log = logging.getLogger("portway.gateway")
 
-FLUSH_S: Final = 0.2
 BATCH: Final = 4096
 MAX_BYTES: Final = 64 * 1024 * 1024
 
@@ -109,11 +108,3 @@ class AccessLog:
                 out.write(text)
         except OSError as err:
             log.warning("access log %s: %s (%d lines lost)", self.path, err, len(batch))
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(FLUSH_S)
-                self.flush()
-        finally:
-            self.flush()

@@ -7,7 +7,10 @@ happens only when someone scrapes (api/metrics.py), so counting costs nanosecond
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..model.snapshot import Endpoint, Route
 
@@ -50,6 +53,13 @@ class Labels:
     instance: str = ""  # instance name; empty for group counters
 
 
+class Finished(Protocol):
+    """A finished request or connection waiting to be counted."""
+
+    def account(self, activity: Activity, wall_offset: float) -> tuple[Any, ...]:
+        """Bump the counters it belongs to; return its access-log entry."""
+
+
 @dataclass
 class Activity:
     """Counters by instance uuid and by group uuid, with the names to label them by."""
@@ -60,6 +70,21 @@ class Activity:
     # The balancer's view: requests (HTTP) + connections (TCP) in flight by instance uuid.
     inflight: dict[str, int] = field(default_factory=dict)
     unrouted: dict[str, int] = field(default_factory=dict)  # refusals before a route was known
+    # Finished work not yet counted: the request path appends, `settle` counts (in batches,
+    # a few times a second, and before anyone reads the counters).
+    pending: list[Finished] = field(default_factory=list)
+    on_entry: Callable[[tuple[Any, ...]], None] | None = None  # the access log
+
+    def settle(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        wall_offset = time.time() - time.perf_counter()
+        on_entry = self.on_entry
+        for item in pending:
+            entry = item.account(self, wall_offset)
+            if on_entry is not None:
+                on_entry(entry)
 
     def of_instance(self, route: Route, endpoint: Endpoint) -> Counters:
         counters = self.instances.get(endpoint.instance)
@@ -96,6 +121,7 @@ class Activity:
 
     def traffic_of(self, instance: str) -> tuple[int, int, int, int]:
         """(nconns, nreqs, nqueued, ntotal) as the instance metrics API reports them."""
+        self.settle()
         counters = self.instances.get(instance)
         if counters is None:
             return (0, 0, 0, 0)

@@ -72,7 +72,7 @@ class Context:
         self.snapshot: Snapshot = EMPTY
         # instance uuids that may take new work in the current snapshot (the apply barrier)
         self.eligible: frozenset[str] = frozenset()
-        self.activity = Activity()
+        self.activity = Activity(on_entry=access_log.add)
         self.access_log = access_log
         self.waker: Waker = waker or NothingToWake()
         self.rng = rng or random.Random()
@@ -128,15 +128,24 @@ class Context:
         task.add_done_callback(self._tasks.discard)
 
     async def sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_S)
-            now = self.loop.time()
-            expired = [c for c in self.watched if 0 < c.deadline <= now]
-            for conn in expired:
-                try:
-                    conn.expire()
-                except Exception:
-                    log.exception("expiring %r", conn)
+        """Deadlines, and the counters and access log catching up with finished work."""
+        try:
+            while True:
+                await asyncio.sleep(SWEEP_S)
+                self._sweep_once()
+        finally:
+            self.activity.settle()
+            self.access_log.flush()
+
+    def _sweep_once(self) -> None:
+        self.activity.settle()
+        self.access_log.flush()
+        now = self.loop.time()
+        for conn in [c for c in self.watched if 0 < c.deadline <= now]:
+            try:
+                conn.expire()
+            except Exception:
+                log.exception("expiring %r", conn)
 
     async def close(self) -> None:
         self.closing = True

@@ -161,10 +161,8 @@ class Gateway:
         return tls_relay
 
     async def run(self) -> None:
-        """The gateway's own loops: deadlines and the access log."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.ctx.sweep(), name="gateway-sweeper")
-            tasks.create_task(self.ctx.access_log.run(), name="access-log")
+        """The gateway's own loop: deadlines, counters and the access log."""
+        await self.ctx.sweep()
 
 
 def _bind(host: str, port: int) -> socket.socket:

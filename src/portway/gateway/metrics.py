@@ -89,6 +89,7 @@ def _family(
 
 def render(activity: Activity, user: str | None) -> bytes:
     """The exposition text for `user`'s series (every user's, and the gateway's, for None)."""
+    activity.settle()
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ActivityCollector(activity, user))
     return generate_latest(reg)

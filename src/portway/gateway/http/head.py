@@ -17,7 +17,7 @@ the same pass (the prototype measured header rewriting as the dearest part of a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 MAX_TARGET: Final = 8 * 1024  # longer → 414
@@ -55,21 +55,23 @@ class Refused(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
 class RequestHead:
-    """What the gateway learnt from one request's fields, and the fields it forwards."""
+    """What the gateway learnt from one request's fields, and the fields it forwards. Class
+    attributes are the defaults: one of these is made per request."""
 
-    lines: list[bytes] = field(default_factory=list)  # forwarded fields, each `name: value\r\n`
-    size: int = 0
-    count: int = 0
+    size = 0
+    count = 0
     host: bytes | None = None
-    hosts: int = 0
-    chunked: bool = False
+    hosts = 0
+    chunked = False
     content_length: int | None = None
     forwarded_for: bytes | None = None
     connection: tuple[bytes, ...] = ()
     upgrade: bytes | None = None
-    expect_continue: bool = False
+    expect_continue = False
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []  # forwarded fields, each `name: value\r\n`
 
     def add(self, name: bytes, value: bytes) -> None:
         """One field as the parser reports it."""

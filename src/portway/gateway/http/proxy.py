@@ -30,7 +30,14 @@ from typing import Any, Final
 import httptools
 
 from ...model.snapshot import Endpoint, Route
-from ..activity import REJECT_BAD_REQUEST, REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE
+from ..accesslog import Entry
+from ..activity import (
+    REJECT_BAD_REQUEST,
+    REJECT_HARD_LIMIT,
+    REJECT_NO_INSTANCE,
+    REJECT_NO_ROUTE,
+    Activity,
+)
 from ..balancer import Verdict, decide
 from ..context import Context
 from .head import (
@@ -69,66 +76,78 @@ class _HeadDone(Exception):
 
 
 class Exchange:
-    """One request and its response, from the first byte of the request."""
+    """One request and its response, from the first byte of the request.
 
-    __slots__ = (
-        "abandoned",
-        "body_bytes",
-        "bytes_out",
-        "chunks",
-        "client",
-        "endpoint",
-        "head",
-        "head_done",
-        "host",
-        "keep_alive",
-        "method",
-        "outcome",
-        "pending",
-        "pending_bytes",
-        "received_us",
-        "refusal",
-        "request_done",
-        "response_started",
-        "retried",
-        "route",
-        "started",
-        "status",
-        "target",
-        "tried",
-        "upstream",
-        "version",
-        "wire",
-    )
+    The state starts as class attributes and an instance only stores what differs: making one
+    of these per request is on the hot path, and most requests change a handful of fields."""
+
+    method = b""
+    target = b""
+    host = b""
+    version = "1.1"
+    keep_alive = True
+    head_done = False
+    request_done = False
+    route: Route | None = None
+    endpoint: Endpoint | None = None
+    upstream: UpstreamConnection | None = None
+    pending: list[bytes] | None = None  # framed body pieces not yet written to the instance
+    pending_bytes = 0
+    body_bytes = 0
+    status = 0
+    response_started = False
+    bytes_out = 0
+    tried: tuple[str, ...] = ()
+    retried = False
+    abandoned = False
+    outcome = ""
+    refusal: bytes | None = None  # a queued refusal: answered, then the connection closes
+    received_us = 0  # wall clock, µs: when the head was complete (X-Request-Start)
+    wire = 0  # bytes parsed since the head (counted per slice)
+    chunks = 0
+    finished = 0.0  # perf_counter at the end of the response
+    served: Endpoint | None = None  # the instance that got the request, for the counters
+    port = 0
 
     def __init__(self, client: ClientConnection, started: float) -> None:
         self.client = client
-        self.method = b""
-        self.target = b""
-        self.head = RequestHead()
-        self.host = b""
-        self.version = "1.1"
-        self.keep_alive = True
-        self.head_done = False
-        self.request_done = False
-        self.route: Route | None = None
-        self.endpoint: Endpoint | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.pending: list[bytes] = []  # framed body pieces not yet written to the instance
-        self.pending_bytes = 0
-        self.body_bytes = 0
-        self.status = 0
-        self.response_started = False
-        self.bytes_out = 0
         self.started = started
-        self.tried: tuple[str, ...] = ()
-        self.retried = False
-        self.abandoned = False
-        self.outcome = ""
-        self.refusal: bytes | None = None  # a queued refusal: answered, then the connection closes
-        self.received_us = 0  # wall clock, µs: when the head was complete (X-Request-Start)
-        self.wire = 0  # bytes parsed since the head (counted per slice)
-        self.chunks = 0
+        self.head = RequestHead()
+
+    def account(self, activity: Activity, wall_offset: float) -> Entry:
+        """Count the exchange (Activity.settle calls this) and return its access-log entry."""
+        route, served = self.route, self.served
+        if route is not None:
+            counted = [activity.of_group(route)]
+            if served is not None:
+                counted.append(activity.of_instance(route, served))
+            for counters in counted:
+                counters.requests += 1
+                counters.bytes_in += self.body_bytes
+                counters.bytes_out += self.bytes_out
+                counters.statuses[self.status // 100] += 1
+        return (
+            self.finished + wall_offset,
+            self.finished - self.started,
+            "http",
+            self.port,
+            self.client.client_ip,
+            route.group_name if route is not None else "",
+            served.name if served is not None else "",
+            self.method,
+            self.host,
+            self.target,
+            self.status,
+            self.body_bytes,
+            self.bytes_out,
+            self.outcome,
+        )
+
+    def keep(self, piece: bytes) -> None:
+        """Hold a framed body piece until the connection to the instance exists."""
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(piece)
 
     @property
     def must_close(self) -> bool:
@@ -343,7 +362,7 @@ class ClientConnection(asyncio.Protocol):
         if upstream is not None:
             upstream.transport.write(body)
         elif not exchange.abandoned and exchange.status == 0:
-            exchange.pending.append(body)
+            exchange.keep(body)
             exchange.pending_bytes += len(body)
             if exchange.pending_bytes > MAX_PENDING_BODY:
                 self._block("body")
@@ -358,7 +377,7 @@ class ClientConnection(asyncio.Protocol):
             if upstream is not None:
                 upstream.transport.write(CHUNK_END)
             elif exchange.status == 0:
-                exchange.pending.append(CHUNK_END)
+                exchange.keep(CHUNK_END)
 
     # --- dispatch -------------------------------------------------------------------------
 
@@ -468,7 +487,7 @@ class ClientConnection(asyncio.Protocol):
         response = outcome_response(outcome, message, close=close)
         exchange.status = int(response[9:12])
         exchange.outcome = outcome.value
-        exchange.pending = []
+        exchange.pending = None
         self.transport.write(response)
         self._finish(exchange, close)
 
@@ -477,21 +496,9 @@ class ClientConnection(asyncio.Protocol):
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
         exchange.upstream = None
-        route, endpoint = exchange.route, exchange.endpoint
+        endpoint = exchange.endpoint
         if endpoint is not None:
             self.ctx.activity.end(endpoint.instance)
-            if route is not None:
-                counters = self.ctx.activity.of_instance(route, endpoint)
-                counters.requests += 1
-                counters.bytes_in += exchange.body_bytes
-                counters.bytes_out += exchange.bytes_out
-                counters.statuses[exchange.status // 100] += 1
-        if route is not None:
-            group = self.ctx.activity.of_group(route)
-            group.requests += 1
-            group.bytes_in += exchange.body_bytes
-            group.bytes_out += exchange.bytes_out
-            group.statuses[exchange.status // 100] += 1
         self._log(exchange)
         if close or not exchange.keep_alive or self.ends_after_front:
             self.dead = True
@@ -522,25 +529,11 @@ class ClientConnection(asyncio.Protocol):
         return self.dead and not (self.queue and self.queue[-1].refusal is not None)
 
     def _log(self, exchange: Exchange) -> None:
-        route, endpoint = exchange.route, exchange.endpoint
-        self.ctx.access_log.add(
-            (
-                time.time(),
-                time.perf_counter() - exchange.started,
-                "http",
-                self.port,
-                self.client_ip,
-                route.group_name if route is not None else "",
-                endpoint.name if endpoint is not None else "",
-                exchange.method,
-                exchange.host,
-                exchange.target,
-                exchange.status,
-                exchange.body_bytes,
-                exchange.bytes_out,
-                exchange.outcome,
-            )
-        )
+        """Hand the finished exchange to the counters and the access log, which take it in
+        at their next settle (a few times a second): nothing but an append per request."""
+        exchange.finished = time.perf_counter()
+        exchange.port = self.port
+        self.ctx.activity.pending.append(exchange)
 
     def _refuse(self, status: int, reason: str) -> None:
         """A request that cannot be served: answer `status` after what is ahead of it, then
@@ -668,6 +661,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.client = client
         exchange.upstream = self
+        exchange.served = self.endpoint
         head = exchange.head
         if head.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
@@ -689,7 +683,7 @@ class UpstreamConnection(asyncio.Protocol):
         )
         if exchange.pending:
             request = b"".join((request, *exchange.pending))
-            exchange.pending = []
+            exchange.pending = None
             exchange.pending_bytes = 0
             client.body_sent()
         self.transport.write(request)
