@@ -172,6 +172,8 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.dead = False  # refused: nothing more is parsed
         self.tunnel: UpstreamConnection | None = None
+        self.last_host: bytes | None = None  # the Host of the previous request, and as routed
+        self.last_normalized = b""
         self.upgrading = False  # an Upgrade request waits for the instance's answer
         self.tunnel_data: list[bytes] = []
         self.write_paused = False
@@ -331,10 +333,17 @@ class ClientConnection(asyncio.Protocol):
             raise Refused(505, f"HTTP/{exchange.version} is not supported")
         if exchange.method == b"CONNECT":
             raise Refused(501, "CONNECT is not supported")
-        host = head.finish(exchange.version)
-        named = authority(exchange.target)
-        exchange.host = normalize_host(named) if named is not None else host
-        exchange.target = origin_form(exchange.target, exchange.method)
+        if head.host is not None and head.host == self.last_host and head.hosts == 1:
+            host = self.last_normalized  # keep-alive clients send the same Host every time
+        else:
+            host = head.finish(exchange.version)
+            self.last_host, self.last_normalized = head.host, host
+        if exchange.target[:1] == b"/":
+            exchange.host = host
+        else:
+            named = authority(exchange.target)
+            exchange.host = normalize_host(named) if named is not None else host
+            exchange.target = origin_form(exchange.target, exchange.method)
         if head.content_length is not None and head.content_length > self.ctx.limits.max_body_bytes:
             raise Refused(413, "request body too large")
         if head.connection:
