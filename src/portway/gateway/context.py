@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ..model.snapshot import EMPTY, Endpoint, Snapshot
+from ..model.snapshot import EMPTY, Endpoint, Route, Snapshot
 from .accesslog import AccessLog
 from .activity import Activity
+from .balancer import Decision, decide
 from .wake import NothingToWake, Waker
 
 log = logging.getLogger("portway.gateway")
@@ -84,6 +85,19 @@ class Context:
 
     def listen_port(self, public_port: int) -> int:
         return 0 if self.any_port else public_port + self.port_offset
+
+    def decide(self, route: Route, endpoints: Sequence[Endpoint]) -> Decision:
+        """The balancer's choice among `endpoints` of `route`, with the gateway's counts,
+        wake hook and random source."""
+        can_wake = bool(route.standby) and self.waker.can_wake(route)
+        return decide(
+            endpoints,
+            self.activity.inflight,
+            route.soft_limit,
+            route.hard_limit,
+            can_wake,
+            self.rng,
+        )
 
     # --- the pool of idle connections to instances ------------------------------------------
 

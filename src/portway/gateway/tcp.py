@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ..model.snapshot import Endpoint, Route
 from .activity import REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE
-from .balancer import Verdict, decide
+from .balancer import Verdict
 from .context import Context
 
 log = logging.getLogger("portway.gateway")
@@ -71,14 +71,7 @@ class TcpClient(asyncio.Protocol):
         assert route is not None
         ctx = self.ctx
         endpoints = tuple(e for e in route.endpoints if e.instance not in self.tried)
-        decision = decide(
-            endpoints,
-            ctx.activity.inflight,
-            route.soft_limit,
-            route.hard_limit,
-            ctx.waker.can_wake(route),
-            ctx.rng,
-        )
+        decision = ctx.decide(route, endpoints)
         if decision.verdict is not Verdict.DISPATCH or decision.endpoint is None:
             why = REJECT_HARD_LIMIT if decision.verdict is Verdict.AT_HARD_LIMIT else None
             if not self.tried:

@@ -38,7 +38,7 @@ from ..activity import (
     REJECT_NO_ROUTE,
     Activity,
 )
-from ..balancer import Verdict, decide
+from ..balancer import Verdict
 from ..context import Context
 from .head import (
     IDEMPOTENT,
@@ -421,14 +421,7 @@ class ClientConnection(asyncio.Protocol):
                 self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
                 return
         ctx = self.ctx
-        decision = decide(
-            endpoints,
-            ctx.activity.inflight,
-            route.soft_limit,
-            route.hard_limit,
-            ctx.waker.can_wake(route),
-            ctx.rng,
-        )
+        decision = ctx.decide(route, endpoints)
         if decision.verdict is Verdict.DISPATCH:
             endpoint = decision.endpoint
             assert endpoint is not None
