@@ -23,26 +23,24 @@ import json
 import math
 import os
 import platform
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from _daemon import DaemonError, running_daemon
+
 # p99 goals in ms; operations without one are reported only.
 GOALS_P99_MS = {"create": 30.0, "get by uuid": 10.0, "get by name": 10.0}
 LIST_PAGE = 100
 WARMUP_REQUESTS = 50
-START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0  # the daemon, after SIGTERM and again after SIGKILL (it runs no instances)
 REQUEST_TIMEOUT_S = 10.0
 
 Call = Callable[[], httpx.Response]  # one request, ready to send
@@ -50,68 +48,6 @@ Call = Callable[[], httpx.Response]  # one request, ready to send
 
 class BenchError(Exception):
     """A request failed: the figures would be about error paths, so none are reported."""
-
-
-# --- the daemon -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str  # ends in /v1
-    token: str
-
-
-@contextmanager
-def running_daemon(data_dir: Path) -> Iterator[Endpoint]:
-    """`portway up` on port 0, stopped with SIGTERM (SIGKILL if it hangs) whatever happens."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("UKC_METRO", None)
-    env.pop("UKC_TOKEN", None)
-    # Output goes to a file, not a pipe: nobody reads a pipe during the run, and a full pipe
-    # would stall the daemon and the figures with it.
-    log_path = data_dir.parent / "portway.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "portway", "up", "--data-dir", str(data_dir), "--port", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        yield wait_ready(proc, log_path)
-    finally:
-        stop(proc)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> Endpoint:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        values = banner_values(log_path.read_text())
-        if "UKC_TOKEN" in values:
-            return Endpoint(values["UKC_METRO"], values["UKC_TOKEN"])
-        time.sleep(0.02)
-    raise BenchError("portway up did not become ready:\n" + log_path.read_text())
-
-
-def banner_values(text: str) -> dict[str, str]:
-    """`export UKC_METRO=...` lines of the banner, as a dict."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().removeprefix("export ").partition("=")
-        if sep and key in ("UKC_METRO", "UKC_TOKEN"):
-            values[key] = value
-    return values
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT_S)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -320,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(data_dir)
         try:
             with (
-                running_daemon(data_dir) as daemon,
+                running_daemon(data_dir, stop_timeout_s=STOP_TIMEOUT_S) as daemon,
                 httpx.Client(
                     base_url=daemon.url,
                     headers={"Authorization": f"Bearer {daemon.token}"},
@@ -328,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 ) as client,
             ):
                 results = run_benchmark(client, args.count)
-        except (BenchError, httpx.HTTPError) as err:
+        except (BenchError, DaemonError, httpx.HTTPError) as err:
             print(f"bench/api.py: {err}", file=sys.stderr)
             return 1
     floor = percentile(sorted(results[0].client_ms), 50)

@@ -82,14 +82,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from _daemon import START_TIMEOUT_S, DaemonError, kill_processes_of, processes_of, running_daemon
+
 TOOLS = ("wrk", "haproxy", "nginx")
 INSTALL_HINT = "apt-get install -y wrk haproxy nginx libnginx-mod-stream"
 DEFAULT_DURATION_S = 10
 QUICK_DURATION_S = 3
 WARMUP_S = 1
 WRK_THREADS = 2
-START_TIMEOUT_S = 20.0  # the daemon
-STOP_TIMEOUT_S = 30.0  # the daemon, which stops its instances first
 PROXY_TIMEOUT_S = 10.0  # a proxy to listen, or to exit
 REQUEST_TIMEOUT_S = 30.0
 GATEWAY_READY_TIMEOUT_S = 15.0  # from the instances running to the gateway routing to them
@@ -614,12 +614,6 @@ def tool_version(argv: list[str]) -> str:
 # --- the daemon -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Daemon:
-    url: str  # ends in /v1
-    token: str
-
-
 def gateway_built() -> bool:
     """Whether this build's `portway up` has the gateway's options."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -632,70 +626,6 @@ def gateway_built() -> bool:
         check=False,
     )
     return "--port-offset" in done.stdout
-
-
-@contextmanager
-def running_daemon(data_dir: Path, gateway: tuple[str, int] | None) -> Iterator[Daemon]:
-    """`portway up` on API port 0 (and its gateway on `gateway` = (host, port offset)),
-    stopped with SIGTERM (SIGKILL if it hangs) whatever happens."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in ("UKC_METRO", "UKC_TOKEN", "PORTWAY_PORT_OFFSET", "PORTWAY_GATEWAY_HOST"):
-        env.pop(name, None)
-    argv = [sys.executable, "-m", "portway", "up", "--data-dir", str(data_dir), "--port", "0"]
-    if gateway is not None:
-        argv += ["--gateway-host", gateway[0], "--port-offset", str(gateway[1])]
-    # Output goes to a file, not a pipe that nobody reads (a full pipe would stall the daemon).
-    log_path = data_dir.parent / "portway.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield wait_ready(proc, log_path)
-    finally:
-        stop(proc)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> Daemon:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        values = {}
-        for line in log_path.read_text().splitlines():
-            key, sep, value = line.strip().removeprefix("export ").partition("=")
-            if sep and key in ("UKC_METRO", "UKC_TOKEN"):
-                values[key] = value
-        if "UKC_TOKEN" in values:
-            return Daemon(values["UKC_METRO"], values["UKC_TOKEN"])
-        time.sleep(0.02)
-    raise BenchError("portway up did not become ready:\n" + log_path.read_text()[-2000:])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT_S)
-
-
-def processes_of(uuids: set[str]) -> list[int]:
-    """Live processes whose environment names one of `uuids` (the daemon sets PORTWAY_UUID)."""
-    wanted = {f"PORTWAY_UUID={u}".encode() for u in uuids}
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
-                    continue
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                if wanted & set(f.read().split(b"\0")):
-                    found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue
-    return found
 
 
 def checked(response: httpx.Response) -> dict[str, Any]:
@@ -999,9 +929,11 @@ def run_benchmark(args: argparse.Namespace, tmp: Path, data_dir: Path, out: Outc
     docroot = write_docroot(tmp / "www")
     stream = nginx_stream_module()
     try:
-        gateway = (args.gateway_host, offset) if built else None
+        gateway = (
+            ["--gateway-host", args.gateway_host, "--port-offset", str(offset)] if built else []
+        )
         with (
-            running_daemon(data_dir, gateway) as daemon,
+            running_daemon(data_dir, *gateway) as daemon,
             httpx.Client(
                 base_url=daemon.url,
                 headers={"Authorization": f"Bearer {daemon.token}"},
@@ -1028,12 +960,9 @@ def run_benchmark(args: argparse.Namespace, tmp: Path, data_dir: Path, out: Outc
         deadline = time.monotonic() + TEARDOWN_TIMEOUT_S
         while processes_of(made) and time.monotonic() < deadline:
             time.sleep(POLL_S)
-        left = processes_of(made)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        left = kill_processes_of(made)
         if left:
-            out.problems.append(f"killed {len(left)} leftover backend processes")
+            out.problems.append(f"killed {left} leftover backend processes")
 
 
 def direct_target(backends: Backends) -> Target:
@@ -1135,7 +1064,13 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(data_dir)
         try:
             run_benchmark(args, tmp, data_dir, out)
-        except (BenchError, httpx.HTTPError, OSError, subprocess.SubprocessError) as err:
+        except (
+            BenchError,
+            DaemonError,
+            httpx.HTTPError,
+            OSError,
+            subprocess.SubprocessError,
+        ) as err:
             out.problems.append(str(err))
     for case in CASES:
         for row in out.rows.get(case.key, []):

@@ -25,33 +25,27 @@ goals were met), 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
 import random
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from _daemon import Daemon, DaemonError, kill_processes_of, processes_of, rss_mb, running_daemon
 from portway.client.tarball import pack
 
 GOAL_OVERHEAD_P50_MS = 20.0
 GOAL_DAEMON_RSS_MB = 150.0
 MAX_COUNT = 250  # one user's private network holds 253 instances
-START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 10.0  # for one app to accept, alone or on the platform
 ALL_RUNNING_TIMEOUT_S = 120.0
@@ -72,89 +66,6 @@ signal.pause()
 
 class BenchError(Exception):
     """A request failed: the figures would be about error paths, so none are reported."""
-
-
-# --- the daemon -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Daemon:
-    url: str  # ends in /v1
-    token: str
-    pid: int
-
-
-@contextmanager
-def running_daemon(data_dir: Path) -> Iterator[Daemon]:
-    """`portway up` on port 0, stopped with SIGTERM (SIGKILL if it hangs) whatever happens."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("UKC_METRO", None)
-    env.pop("UKC_TOKEN", None)
-    # Output goes to a file, not a pipe that nobody reads (a full pipe would stall the daemon).
-    log_path = data_dir.parent / "portway.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "portway", "up", "--data-dir", str(data_dir), "--port", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        yield wait_ready(proc, log_path)
-    finally:
-        stop(proc)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> Daemon:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        values = {}
-        for line in log_path.read_text().splitlines():
-            key, sep, value = line.strip().removeprefix("export ").partition("=")
-            if sep and key in ("UKC_METRO", "UKC_TOKEN"):
-                values[key] = value
-        if "UKC_TOKEN" in values:
-            return Daemon(values["UKC_METRO"], values["UKC_TOKEN"], proc.pid)
-        time.sleep(0.02)
-    raise BenchError("portway up did not become ready:\n" + log_path.read_text())
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT_S)
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def processes_of(uuids: set[str]) -> list[int]:
-    """Live processes whose environment names one of `uuids` (the daemon sets PORTWAY_UUID)."""
-    wanted = {f"PORTWAY_UUID={u}".encode() for u in uuids}
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
-                    continue
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                if wanted & set(f.read().split(b"\0")):
-                    found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue
-    return found
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -421,17 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with running_daemon(data_dir) as daemon:
                 figures = run_benchmark(daemon, Path(tmp), args.count, made)
-        except (BenchError, httpx.HTTPError, OSError) as err:
+        except (BenchError, DaemonError, httpx.HTTPError, OSError) as err:
             print(f"bench/instances.py: {err}", file=sys.stderr)
             return 1
         finally:
             # The daemon is stopped (SIGTERM stops its instances); nothing of the run may remain.
-            left = processes_of(made)
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            left = kill_processes_of(made)
             if left:
-                print(f"bench/instances.py: killed {len(left)} leftover processes", file=sys.stderr)
+                print(f"bench/instances.py: killed {left} leftover processes", file=sys.stderr)
     table = rows(figures, args.count)
     if args.json:
         print(json.dumps({"machine": machine, "figures": figures, "count": args.count}, indent=2))
