@@ -11,7 +11,9 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,13 @@ def test_nothing_running_and_nothing_to_wake() -> None:
 # --- HTTP mode over real sockets --------------------------------------------------------------
 
 
+def _wait_for(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
 def _hold_http(address: tuple[str, int], count: int) -> list[threading.Thread]:
     threads = []
     for _ in range(count):
@@ -118,6 +127,9 @@ def test_seed_002_http_requests_go_to_the_least_loaded(tmp_path: Path) -> None:
             held += _hold_http(gw.address(80), count)
             expected[f"uuid-{name}"] = count
             gw.wait_inflight(expected)
+            # In flight is counted before the request is sent; the next Snapshot must not find
+            # one still connecting (it would choose again), so wait until the backend has them.
+            _wait_for(lambda b=by_name[name], c=count: b.requests == c)
         everyone = route("web", 80, [b.endpoint() for b in bes], soft_limit=1000)
         gw.apply(snapshot(version, http_listener(80, {"app.test": everyone})))
         address = gw.address(80)

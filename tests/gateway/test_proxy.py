@@ -202,6 +202,12 @@ def test_a_config_change_drops_no_open_connection(tmp_path: Path) -> None:
         held = threading.Thread(target=lambda: outcome.append(http_get(address, "/hold")))
         held.start()
         gw.wait_inflight({"uuid-a": 1})
+        # Counted in flight is not yet sent: until a has the request, a new snapshot without a
+        # would send it elsewhere (the apply barrier), so wait until a really holds it.
+        deadline = time.monotonic() + WAIT_S
+        while bes[0].requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert bes[0].requests == 1
         # Instance a leaves the group; the port gets a second host: the held request is a's.
         second = route("web", 80, [bes[1].endpoint()])
         gw.apply(snapshot(2, http_listener(80, {"app.test": second, "www.test": second})))
