@@ -136,6 +136,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     users = Users(settings.data_dir / USERS_FILE)
     store = SQLiteStore(settings.database)
     ca = LocalCA(tls_dir(settings.data_dir))
+    ca.pem  # made now if missing, so that the CA file the banner names exists  # noqa: B018
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
     gateway = Gateway(

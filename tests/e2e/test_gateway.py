@@ -403,3 +403,11 @@ def test_metrics_access_log_and_instance_metrics(
     )
     assert other.status_code == 200 and "counted" not in other.text
     assert os.stat(log_file).st_size > 0
+
+
+def test_the_ca_the_banner_names_exists_from_the_start(shared_daemon: Daemon) -> None:
+    ca_file = shared_daemon.data_dir / "tls" / "ca.pem"
+    assert any(str(ca_file) in line for line in shared_daemon.output)
+    cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert (ca_file.parent / "ca.key").stat().st_mode & 0o777 == 0o600
