@@ -52,31 +52,26 @@ _LINE = (
 # request target can hold characters JSON must escape.
 
 
-def _json_str(value: str | bytes) -> str:
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
 def format_line(entry: Entry) -> str:
     """One JSON object (the FIELDS, in order). A template, not json.dumps of a dict: this
-    runs once per request, and only the free-text fields can need escaping."""
+    runs once per request, and only the request target can need escaping (the other text
+    fields are an address, DNS names and a method token the gateway has checked)."""
     when, duration, kind, port, client, group, instance, method, host, target = entry[:10]
     status, bytes_in, bytes_out, outcome = entry[10:]
+    if isinstance(target, bytes):
+        target = target.decode("latin-1")
+    target = f'"{target}"' if _PLAIN.fullmatch(target) else json.dumps(target)
     return _LINE % (
         when,
         duration * 1000,
         kind,
         port,
-        _text(client),
+        client.decode("latin-1") if isinstance(client, bytes) else client,
         group,
         instance,
-        _text(method),
-        _text(host),
-        _json_str(target),
+        method.decode("latin-1") if isinstance(method, bytes) else method,
+        host.decode("latin-1") if isinstance(host, bytes) else host,
+        target,
         status,
         bytes_in,
         bytes_out,
@@ -93,6 +88,13 @@ class AccessLog:
         if self.path is None:
             return
         self._batch.append(entry)
+        if len(self._batch) >= BATCH:
+            self.flush()
+
+    def extend(self, entries: list[Entry]) -> None:
+        if self.path is None:
+            return
+        self._batch.extend(entries)
         if len(self._batch) >= BATCH:
             self.flush()
 

@@ -73,18 +73,16 @@ class Activity:
     # Finished work not yet counted: the request path appends, `settle` counts (in batches,
     # a few times a second, and before anyone reads the counters).
     pending: list[Finished] = field(default_factory=list)
-    on_entry: Callable[[tuple[Any, ...]], None] | None = None  # the access log
+    on_entries: Callable[[list[tuple[Any, ...]]], None] | None = None  # the access log
 
     def settle(self) -> None:
         pending, self.pending = self.pending, []
         if not pending:
             return
         wall_offset = time.time() - time.perf_counter()
-        on_entry = self.on_entry
-        for item in pending:
-            entry = item.account(self, wall_offset)
-            if on_entry is not None:
-                on_entry(entry)
+        entries = [item.account(self, wall_offset) for item in pending]
+        if self.on_entries is not None:
+            self.on_entries(entries)
 
     def of_instance(self, route: Route, endpoint: Endpoint) -> Counters:
         counters = self.instances.get(endpoint.instance)

@@ -73,7 +73,7 @@ class Context:
         self.snapshot: Snapshot = EMPTY
         # instance uuids that may take new work in the current snapshot (the apply barrier)
         self.eligible: frozenset[str] = frozenset()
-        self.activity = Activity(on_entry=access_log.add)
+        self.activity = Activity(on_entries=access_log.extend)
         self.access_log = access_log
         self.waker: Waker = waker or NothingToWake()
         self.rng = rng or random.Random()

@@ -118,14 +118,17 @@ class Exchange:
         """Count the exchange (Activity.settle calls this) and return its access-log entry."""
         route, served = self.route, self.served
         if route is not None:
-            counted = [activity.of_group(route)]
+            group = activity.groups.get(route.group) or activity.of_group(route)
+            group.requests += 1
+            group.bytes_in += self.body_bytes
+            group.bytes_out += self.bytes_out
+            group.statuses[self.status // 100] += 1
             if served is not None:
-                counted.append(activity.of_instance(route, served))
-            for counters in counted:
-                counters.requests += 1
-                counters.bytes_in += self.body_bytes
-                counters.bytes_out += self.bytes_out
-                counters.statuses[self.status // 100] += 1
+                one = activity.instances.get(served.instance) or activity.of_instance(route, served)
+                one.requests += 1
+                one.bytes_in += self.body_bytes
+                one.bytes_out += self.bytes_out
+                one.statuses[self.status // 100] += 1
         return (
             self.finished + wall_offset,
             self.finished - self.started,
@@ -395,8 +398,8 @@ class ClientConnection(asyncio.Protocol):
         route = listener.route(exchange.host.decode("ascii")) if listener is not None else None
         if route is None:
             self.ctx.activity.reject(None, REJECT_NO_ROUTE)
-            host = exchange.host.decode("ascii", "replace") or "(none)"
-            self._answer(exchange, Outcome.NO_ROUTE, f"no service answers to host '{host}'")
+            shown = exchange.host.decode("ascii", "replace") or "(none)"
+            self._answer(exchange, Outcome.NO_ROUTE, f"no service answers to host '{shown}'")
             return
         exchange.route = route
         if route.redirect:
@@ -506,7 +509,8 @@ class ClientConnection(asyncio.Protocol):
             self.dead = True
             self.transport.close()
             return
-        self._unblock("pipeline")
+        if self.blocks:
+            self._unblock("pipeline")
         if self.tunnel_data and not self.upgrading:
             leftover, self.tunnel_data = b"".join(self.tunnel_data), []
             self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout_s
