@@ -254,3 +254,38 @@ def test_response_heads_lose_hop_by_hop_fields_only(tmp_path: Path) -> None:
             b"X-Two: 2",
             b"Content-Length: 2",
         ]
+
+
+def test_head_responses_end_with_their_head_and_the_connection_is_reused(tmp_path: Path) -> None:
+    def serve(conn: socket.socket, head: bytes) -> None:
+        while True:
+            method = head.split(b" ", 1)[0]
+            body = b"" if method == b"HEAD" else b"hello"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(1)
+                if not chunk:
+                    return
+                head += chunk
+
+    with raw_backend(serve) as port, GatewayThread(tmp_path) as gw:
+        sock = socket.create_connection(_serve(gw, port), timeout=WAIT_S)
+        with sock:
+            for method in (b"HEAD", b"GET", b"HEAD", b"GET"):
+                sock.sendall(method + b" / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    assert chunk, f"closed after {data!r}"
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert b"Content-Length: 5" in head
+                if method == b"GET":
+                    while len(body) < 5:
+                        chunk = sock.recv(4096)
+                        assert chunk, f"closed after {data!r}"
+                        body += chunk
+                    assert body == b"hello"
+                else:
+                    assert body == b""

@@ -717,16 +717,17 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
-        except _HeadDone:
-            self.done = True
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0] :]
             if rest:
                 out.append(rest)
             self.tunnel = True
-        except (httptools.HttpParserError, Refused) as err:
-            self._broken(f"invalid response from the instance: {err}")
-            return
+        except httptools.HttpParserError as err:
+            # httptools wraps what a callback raises: the end of a HEAD response is not an error.
+            if not isinstance(err.__context__, _HeadDone):
+                self._broken(f"invalid response from the instance: {err.__context__ or err}")
+                return
+            self.done = True
         if out:
             chunk = b"".join(out)
             exchange.bytes_out += len(chunk)
