@@ -289,3 +289,47 @@ def test_head_responses_end_with_their_head_and_the_connection_is_reused(tmp_pat
                     assert body == b"hello"
                 else:
                     assert body == b""
+
+
+def _fetch(address: tuple[str, int], request: bytes) -> bytes:
+    """Send one request and read until the gateway closes or a whole response is in."""
+    with socket.create_connection(address, timeout=WAIT_S) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            if data.endswith(b"0\r\n\r\n") or b"Content-Length: 5\r\n\r\nhello" in data:
+                break
+        return data
+
+
+def test_bodies_without_length_reach_http11_clients_chunked(tmp_path: Path) -> None:
+    def until_close(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhel")
+        conn.sendall(b"lo")  # the body ends when the instance closes
+
+    with raw_backend(until_close) as port, GatewayThread(tmp_path) as gw:
+        data = _fetch(_serve(gw, port), b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body.endswith(b"0\r\n\r\n")
+    assert b"".join(body.split(b"\r\n")[1::2]) == b"hello"
+
+
+def test_chunked_responses_are_reframed_and_http10_clients_get_a_length_or_a_close(
+    tmp_path: Path,
+) -> None:
+    def chunked(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n")
+        conn.sendall(b"2;ext=1\r\nlo\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+    with raw_backend(chunked) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        new = _fetch(address, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        old = _fetch(address, b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    head, _, body = new.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"X-Trailer" not in body
+    assert body == b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+    head, _, body = old.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == b"hello"
