@@ -42,7 +42,7 @@ FIELDS: Final = (
 
 
 # Printable ASCII without `"` and `\`: such a value is its own JSON string body.
-_PLAIN = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]*')
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _LINE = (
     '{"time":%.6f,"duration_ms":%.3f,"kind":"%s","port":%d,"client":"%s","group":"%s",'
     '"instance":"%s","method":"%s","host":"%s","target":%s,"status":%d,"bytes_in":%d,'
