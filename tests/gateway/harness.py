@@ -169,6 +169,7 @@ class GatewayThread:
     def flush_log(self) -> None:
         assert self.gateway is not None
         gateway = self.gateway
+
         def flush() -> None:
             gateway.ctx.activity.settle()
             gateway.ctx.access_log.flush()

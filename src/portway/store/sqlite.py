@@ -282,8 +282,7 @@ class _InstanceQueries:
             return []
         marks = ",".join("?" * len(uuids))
         rows = self._db.execute(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE group_uuid IN ({marks}) "
-            "ORDER BY seq",
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE group_uuid IN ({marks}) ORDER BY seq",
             list(uuids),
         )
         return [_instance_from(r) for r in rows]
