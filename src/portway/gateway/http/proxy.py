@@ -195,7 +195,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
-            self.tunnel.transport.write(data)
+            self.ctx.send(self.tunnel.transport, data)
             return
         if self.upgrading:
             self.tunnel_data.append(data)  # for the new protocol, once the instance agrees
@@ -254,7 +254,7 @@ class ClientConnection(asyncio.Protocol):
             # The client is done sending: pass the half-close on; the tunnel ends when the
             # instance closes its side.
             if self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+                self.ctx.send_eof(self.tunnel.transport)
             return True
         # A client that half-closes after its request still gets the response.
         return bool(self.queue) and not self.dead
@@ -295,7 +295,7 @@ class ClientConnection(asyncio.Protocol):
                 outcome_response(Outcome.HEADER_TIMEOUT, "request timeout", close=True)
             )
         else:
-            self.transport.close()
+            self.ctx.send_close(self.transport)
 
     # --- httptools callbacks --------------------------------------------------------------
 
@@ -372,7 +372,7 @@ class ClientConnection(asyncio.Protocol):
             body = b"%x\r\n%s\r\n" % (len(body), body)
         upstream = exchange.upstream
         if upstream is not None:
-            upstream.transport.write(body)
+            self.ctx.send(upstream.transport, body)
         elif not exchange.abandoned and exchange.status == 0:
             exchange.keep(body)
             exchange.pending_bytes += len(body)
@@ -387,7 +387,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange.head.chunked:
             upstream = exchange.upstream
             if upstream is not None:
-                upstream.transport.write(CHUNK_END)
+                self.ctx.send(upstream.transport, CHUNK_END)
             elif exchange.status == 0:
                 exchange.keep(CHUNK_END)
 
@@ -409,7 +409,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.status = 301
             exchange.outcome = Outcome.REDIRECT.value
             close = exchange.must_close
-            self.transport.write(redirect_response(location, close=close))
+            self.ctx.send(self.transport, redirect_response(location, close=close))
             self._finish(exchange, close)
             return
         self._choose(exchange)
@@ -493,7 +493,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.status = int(response[9:12])
         exchange.outcome = outcome.value
         exchange.pending = None
-        self.transport.write(response)
+        self.ctx.send(self.transport, response)
         self._finish(exchange, close)
 
     def _finish(self, exchange: Exchange, close: bool) -> None:
@@ -507,7 +507,7 @@ class ClientConnection(asyncio.Protocol):
         self._log(exchange)
         if close or not exchange.keep_alive or self.ends_after_front:
             self.dead = True
-            self.transport.close()
+            self.ctx.send_close(self.transport)
             return
         if self.blocks:
             self._unblock("pipeline")
@@ -562,7 +562,7 @@ class ClientConnection(asyncio.Protocol):
                 self.ctx.activity.end(exchange.endpoint.instance)
                 exchange.endpoint = None
             if exchange.response_started:
-                self.transport.close()
+                self.ctx.send_close(self.transport)
                 return
         elif self.queue:
             # Requests ahead of it are still being answered: refuse once they are done.
@@ -572,8 +572,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _write_close(self, response: bytes) -> None:
         self.dead = True
-        self.transport.write(response)
-        self.transport.close()
+        self.ctx.send(self.transport, response)
+        self.ctx.send_close(self.transport)
 
     def _upgraded(self, rest: bytes) -> None:
         """The parser saw an Upgrade request; what follows its head belongs to the new
@@ -583,7 +583,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.queue[-1] if self.queue else None
         if exchange is None:
             self.dead = True
-            self.transport.close()  # answered already (404 ...): nothing to switch to
+            self.ctx.send_close(self.transport)  # answered already (404 ...): nothing to switch to
             return
         exchange.request_done = True
         self.upgrading = True
@@ -600,7 +600,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrading = False
         self.tunnel = upstream
         if self.tunnel_data:
-            upstream.transport.write(b"".join(self.tunnel_data))
+            self.ctx.send(upstream.transport, b"".join(self.tunnel_data))
             self.tunnel_data = []
 
     # --- reading pauses -------------------------------------------------------------------
@@ -692,7 +692,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.pending = None
             exchange.pending_bytes = 0
             client.body_sent()
-        self.transport.write(request)
+        self.ctx.send(self.transport, request)
         self.deadline = self.ctx.loop.time() + self.ctx.limits.first_byte_timeout_s
         if client.write_paused:
             self.transport.pause_reading()
@@ -703,11 +703,12 @@ class UpstreamConnection(asyncio.Protocol):
         client = self.client
         if self.tunnel:
             assert client is not None
-            client.transport.write(data)
+            self.ctx.send(client.transport, data)
             return
         exchange = self.exchange
         if exchange is None or client is None:
-            self.transport.close()  # bytes nobody asked for: the connection is unusable
+            # Bytes nobody asked for: the connection is unusable.
+            self.ctx.send_close(self.transport)
             return
         out = self.out = []
         if not exchange.response_started:
@@ -731,7 +732,7 @@ class UpstreamConnection(asyncio.Protocol):
         if out:
             chunk = b"".join(out)
             exchange.bytes_out += len(chunk)
-            client.transport.write(chunk)
+            self.ctx.send(client.transport, chunk)
         if self.tunnel:
             client.start_tunnel(self)
         elif self.done:
@@ -753,7 +754,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange.response_started:
             if self.until_close:
                 if self.body_mode == RECHUNK:
-                    client.transport.write(CHUNK_END)
+                    self.ctx.send(client.transport, CHUNK_END)
                 client._finish(exchange, True)
             else:
                 exchange.outcome = "instance_closed_midway"
@@ -789,7 +790,7 @@ class UpstreamConnection(asyncio.Protocol):
     def expire(self) -> None:
         exchange = self.exchange
         if exchange is None:
-            self.transport.close()  # idle in the pool too long
+            self.ctx.send_close(self.transport)  # idle in the pool too long
         elif not exchange.response_started:
             self.deadline = 0.0
             client = self.client
@@ -805,7 +806,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.ctx.send_close(self.transport)
 
     def abandon(self) -> None:
         """The client went away or broke its request: this connection's state is unknown."""
@@ -897,7 +898,7 @@ class UpstreamConnection(asyncio.Protocol):
         if reusable and self.ctx.put_idle(self.endpoint, self):
             self.reused = True
         else:
-            self.transport.close()
+            self.ctx.send_close(self.transport)
         client._finish(exchange, not exchange.keep_alive)
 
     def _broken(self, why: str) -> None:
