@@ -10,8 +10,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,8 @@ from .store.sqlite import SQLiteStore
 
 log = logging.getLogger("portway")
 SHUTDOWN_TIMEOUT_S = 20.0  # a clean stop must end: a stuck part is logged and left behind
+GRACEFUL_API_S = 3  # API requests still running when the daemon stops get this long (s)
+EXIT_STUCK = 70  # EX_SOFTWARE: the stop did not finish in time
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             log_level="warning",
             http="httptools",
             timeout_keep_alive=30,
+            # Requests still running at shutdown (a long `wait`) get this long, not forever.
+            timeout_graceful_shutdown=GRACEFUL_API_S,
         )
     )
     stop = asyncio.Event()
@@ -210,6 +217,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             on_ready(ready)
             await stop.wait()
             log.info("stopping")
+            _watchdog(loop, SHUTDOWN_TIMEOUT_S + 2)
             server.should_exit = True
             autokill.cancel()
             trimmer.cancel()
@@ -227,6 +235,28 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         controller.close()
         driver.close()
         sock.close()
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop, after_s: float) -> None:
+    """The last bound on a stop: if the daemon is still stopping `after_s` from now, log what
+    every task is waiting on (to find what ignored its cancellation) and exit. A daemon that
+    ignores SIGTERM is worse than one that stops hard (kill -9 is recovered from anyway)."""
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            log.error("still running at shutdown: %r", task)
+            task.print_stack(limit=8)
+
+    def expire() -> None:
+        log.error("stopping took over %ss; exiting now", after_s)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(dump)
+        time.sleep(0.5)
+        os._exit(EXIT_STUCK)
+
+    timer = threading.Timer(after_s, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def _data_dir_key(settings: Settings) -> bytes:

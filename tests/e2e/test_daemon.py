@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import stat
@@ -102,3 +103,33 @@ def test_an_image_name_with_dots_or_underscores_gives_a_valid_instance_name(
     r = httpx.post(f"{daemon.url}/instances", headers=auth, json={"image": "my_app.v2"}, timeout=10)
     name = r.json()["data"]["instances"][0]["name"]
     assert name.startswith("my-app-v2-") and check_name("name", name) == name
+
+
+def test_sigterm_during_a_long_api_wait_still_stops_promptly(daemon: Daemon) -> None:
+    """uvicorn waits for running requests at shutdown; a `wait` with a long timeout must not
+    keep the daemon from stopping (the API's graceful shutdown is bounded)."""
+    import threading
+    import time
+
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    body = {"image": "host", "args": ["/bin/sleep", "30"], "autostart": False}
+    item = httpx.post(f"{daemon.url}/instances", headers=auth, json=body, timeout=10).json()
+    uuid = item["data"]["instances"][0]["uuid"]
+
+    def long_wait() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.request(
+                "GET",
+                f"{daemon.url}/instances/wait",
+                headers=auth,
+                json=[{"uuid": uuid, "state": "running", "timeout_s": 60}],
+                timeout=70,
+            )
+
+    waiter = threading.Thread(target=long_wait, daemon=True)
+    waiter.start()
+    time.sleep(0.5)  # the wait is in progress
+    started = time.monotonic()
+    assert daemon.kill(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 15
+    waiter.join(10)
