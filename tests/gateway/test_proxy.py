@@ -333,3 +333,17 @@ def test_chunked_responses_are_reframed_and_http10_clients_get_a_length_or_a_clo
     head, _, body = old.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head and b"Connection: close" in head
     assert body == b"hello"
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_whole_answer(
+    tmp_path: Path,
+) -> None:
+    with backends("a") as bes, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, bes[0].port)
+        for _ in range(20):  # the answer and the end of stream race in one loop iteration
+            with socket.create_connection(address, timeout=WAIT_S) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+                sock.shutdown(socket.SHUT_WR)
+                status, _, body = read_response(sock)
+                assert (status, body) == (200, b"a")
+                assert sock.recv(16) == b""  # and then the gateway closes

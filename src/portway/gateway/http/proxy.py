@@ -175,6 +175,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.dead = False  # refused: nothing more is parsed
         self.tunnel: UpstreamConnection | None = None
+        self.client_eof = False  # the client half-closed: close once its answers are out
         self.last_host: bytes | None = None  # the Host of the previous request, and as routed
         self.last_normalized = b""
         self.upgrading = False  # an Upgrade request waits for the instance's answer
@@ -256,8 +257,12 @@ class ClientConnection(asyncio.Protocol):
             if self.tunnel.transport.can_write_eof():
                 self.ctx.send_eof(self.tunnel.transport)
             return True
-        # A client that half-closes after its request still gets the response.
-        return bool(self.queue) and not self.dead
+        # A client that half-closes after its request still gets the response; with nothing
+        # left to answer, the connection closes after what is already queued for it.
+        self.client_eof = True
+        if not self.queue or self.dead:
+            self.ctx.send_close(self.transport)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.watched.discard(self)
@@ -505,7 +510,12 @@ class ClientConnection(asyncio.Protocol):
         if endpoint is not None:
             self.ctx.activity.end(endpoint.instance)
         self._log(exchange)
-        if close or not exchange.keep_alive or self.ends_after_front:
+        if (
+            close
+            or not exchange.keep_alive
+            or self.ends_after_front
+            or (self.client_eof and not self.queue)
+        ):
             self.dead = True
             self.ctx.send_close(self.transport)
             return
