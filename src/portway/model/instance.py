@@ -30,7 +30,8 @@ class Event(StrEnum):
     DRAINED = "drained"
     EXITED = "exited"  # the process tree is gone, whoever ended it
     STANDBY = "standby"  # scaled to zero
-    WAKE = "wake"
+    WAKE = "wake"  # a cold start out of standby: the app starts again and must become ready
+    RESUME = "resume"  # a frozen (stateful) instance thawed: it was ready when it froze
     DELETE = "delete"
 
 
@@ -50,6 +51,7 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = {
     (S.DRAINING, E.STOP): S.STOPPING,
     (S.DRAINING, E.EXITED): S.STOPPED,
     (S.STOPPING, E.EXITED): S.STOPPED,
+    (S.STANDBY, E.RESUME): S.RUNNING,
     (S.STANDBY, E.STOP): S.STOPPED,
     **{(state, E.DELETE): S.DELETED for state in State if state is not S.DELETED},
 }
@@ -75,6 +77,7 @@ LIVE = frozenset({S.STARTING, S.RUNNING, S.DRAINING, S.STOPPING})
 # --- stop reasons (the platform's bitmask) ---------------------------------------------------
 
 KERNEL, APP, PLATFORM, USER, FORCED, SCALE_TO_ZERO = 1, 2, 4, 8, 16, 32
+STANDBY_REASON = SCALE_TO_ZERO | PLATFORM | APP | KERNEL  # 39: what `standby` reports
 INITLEVEL_APP = 127 << 8
 # stop_code low byte: 0 OK, 1 EXP, 2 MATH, 3 INVLOP, 4 PGFAULT, 5 SEGFAULT
 _SIGNAL_REASON = {
@@ -379,6 +382,8 @@ def instance_env(
             "PORTWAY_HOSTNAME": instance.config.hostname or instance.name,
             "PORTWAY_PRIVATE_IP": instance.private_ip,
             "PORTWAY_PRIVATE_FQDN": instance.private_fqdn,
+            # Sent `notify_time_ms` before a scale to zero (docs/scale-to-zero.md).
+            "PORTWAY_STANDBY_SIGNAL": "SIGWINCH",
         }
     )
     if port is not None:

@@ -82,6 +82,11 @@ class RuntimeDriver(Protocol):
 
     async def thaw(self, uuid: str) -> None: ...
 
+    def notify(self, uuid: str) -> bool:
+        """Tell the tree it is about to be scaled to zero: SIGWINCH to every process (its
+        default action is nothing, so an app that does not listen is not harmed). False if
+        nothing runs."""
+
     def usage(self, uuid: str) -> Usage: ...
 
     def adopt(self, uuid: str) -> bool:

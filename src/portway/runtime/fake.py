@@ -154,6 +154,11 @@ class FakeDriver:
         self.calls.append(("thaw", uuid))
         self._running(uuid).frozen = False
 
+    def notify(self, uuid: str) -> bool:
+        self.calls.append(("notify", uuid))
+        run = self.host.runs.get(uuid)
+        return run is not None and run.alive
+
     def usage(self, uuid: str) -> Usage:
         run = self.host.runs.get(uuid)
         if run is None or not run.alive:

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from .base import Exit, LaunchSpec, Liveness, RuntimeError_, Usage
 from .cgroups import CgroupBusy, Hierarchies, RunCgroup, detect
@@ -212,6 +213,11 @@ def _split_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
 
 
 # --- waiting ------------------------------------------------------------------------------------
+
+
+# The scale-to-zero notice (`notify_time_ms`): documented in docs/, given to apps in
+# PORTWAY_STANDBY_SIGNAL. Ignored by default, unlike SIGUSR1/2 which would end an app.
+STANDBY_SIGNAL: Final = signal.SIGWINCH
 
 
 async def _until(condition: Callable[[], bool], deadline: float) -> bool:
@@ -538,6 +544,14 @@ class ProcessDriver:
 
     async def thaw(self, uuid: str) -> None:
         await self._thaw_run(self._require(uuid))
+
+    def notify(self, uuid: str) -> bool:
+        check_uuid(uuid)
+        run = self._handle(uuid)
+        if run is None or self._gone(run):
+            return False
+        self._signal_tree(run, STANDBY_SIGNAL)
+        return True
 
     async def _thaw_run(self, run: _Run) -> None:
         if run.cgroup.can_freeze:
