@@ -38,6 +38,7 @@ FIELDS: Final = (
     "bytes_in",
     "bytes_out",
     "outcome",
+    "wake_ms",  # how long the work was held for an instance to wake (0: it was not)
 )
 
 
@@ -46,7 +47,7 @@ _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _LINE = (
     '{"time":%.6f,"duration_ms":%.3f,"kind":"%s","port":%d,"client":"%s","group":"%s",'
     '"instance":"%s","method":"%s","host":"%s","target":%s,"status":%d,"bytes_in":%d,'
-    '"bytes_out":%d,"outcome":"%s"}'
+    '"bytes_out":%d,"outcome":"%s","wake_ms":%.3f}'
 )
 # Fields the gateway has checked already (an address, DNS names, a method token): only the
 # request target can hold characters JSON must escape.
@@ -57,7 +58,7 @@ def format_line(entry: Entry) -> str:
     runs once per request, and only the request target can need escaping (the other text
     fields are an address, DNS names and a method token the gateway has checked)."""
     when, duration, kind, port, client, group, instance, method, host, target = entry[:10]
-    status, bytes_in, bytes_out, outcome = entry[10:]
+    status, bytes_in, bytes_out, outcome, wake_s = entry[10:]
     if isinstance(target, bytes):
         target = target.decode("latin-1")
     target = f'"{target}"' if _PLAIN.fullmatch(target) else json.dumps(target)
@@ -76,6 +77,7 @@ def format_line(entry: Entry) -> str:
         bytes_in,
         bytes_out,
         outcome,
+        wake_s * 1000,
     )
 
 

@@ -15,12 +15,18 @@ from typing import Any, Protocol
 from ..model.snapshot import Endpoint, Route
 
 # Why a request or connection was refused without reaching an instance (a metric label).
-REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_BAD_REQUEST = (
+REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_BAD_REQUEST, REJECT_WAKE = (
     "hard_limit",
     "no_instance",
     "no_route",
     "bad_request",
+    "wake_failed",  # held for a wake that failed or timed out
 )
+
+
+# Wake durations (seconds), the upper bounds of the histogram buckets: from a thaw (about a
+# millisecond) to a slow cold start.
+WAKE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Counters:
@@ -34,6 +40,10 @@ class Counters:
         "rejected",
         "requests",
         "statuses",
+        "wake_buckets",
+        "wake_failures",
+        "wake_seconds",
+        "wakes",
     )
 
     def __init__(self) -> None:
@@ -44,6 +54,10 @@ class Counters:
         self.bytes_out = 0  # to clients
         self.statuses = [0, 0, 0, 0, 0, 0]  # responses by class: index 1..5 = 1xx..5xx
         self.rejected: dict[str, int] = {}
+        self.wakes = 0  # wakes that brought the instance up
+        self.wake_failures = 0
+        self.wake_seconds = 0.0  # their total duration
+        self.wake_buckets = [0] * len(WAKE_BUCKETS_S)  # cumulative, as Prometheus counts them
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,14 @@ class Activity:
     # a few times a second, and before anyone reads the counters).
     pending: list[Finished] = field(default_factory=list)
     on_entries: Callable[[list[tuple[Any, ...]]], None] | None = None  # the access log
+    # Scale to zero: when each instance last had nothing in flight (monotonic seconds) ...
+    idle_since: dict[str, float] = field(default_factory=dict)
+    # ... and its open TCP-mode connections (their bytes tell silence from activity).
+    tcp_open: dict[str, set[Any]] = field(default_factory=dict)
+    # The work held for wakes (the gateway's `Wakes.held`): when something ends while work is
+    # held, `retry_held` lets it try again.
+    held: dict[str, Any] = field(default_factory=dict)
+    retry_held: Callable[[], None] | None = None
 
     def settle(self) -> None:
         pending, self.pending = self.pending, []
@@ -107,6 +129,20 @@ class Activity:
             self.inflight[instance] = left
         else:
             self.inflight.pop(instance, None)
+            self.idle_since[instance] = time.monotonic()
+        if self.held and self.retry_held is not None:
+            self.retry_held()
+
+    def woke(self, route: Route, endpoint: Endpoint, seconds: float, ok: bool) -> None:
+        counters = self.of_instance(route, endpoint)
+        if not ok:
+            counters.wake_failures += 1
+            return
+        counters.wakes += 1
+        counters.wake_seconds += seconds
+        for index, bound in enumerate(WAKE_BUCKETS_S):
+            if seconds <= bound:
+                counters.wake_buckets[index] += 1
 
     def reject(self, route: Route | None, why: str) -> None:
         table = self.of_group(route).rejected if route is not None else self.unrouted
@@ -116,6 +152,20 @@ class Activity:
 
     def inflight_of(self, instance: str) -> int:
         return self.inflight.get(instance, 0)
+
+    def quiet_since(self, instance: str) -> float | None:
+        """Monotonic time since which nothing was in flight at the instance (0.0 if it never
+        had any work: the caller knows when it started); None while something is."""
+        if self.inflight.get(instance, 0):
+            return None
+        return self.idle_since.get(instance, 0.0)
+
+    def tcp_of(self, instance: str) -> tuple[int, int]:
+        """(open TCP-mode connections, bytes they carried so far both ways)."""
+        conns = self.tcp_open.get(instance)
+        if not conns:
+            return 0, 0
+        return len(conns), sum(c.bytes_in + c.bytes_out for c in conns)
 
     def traffic_of(self, instance: str) -> tuple[int, int, int, int]:
         """(nconns, nreqs, nqueued, ntotal) as the instance metrics API reports them."""

@@ -20,7 +20,7 @@ from ..model.snapshot import EMPTY, Endpoint, Route, Snapshot
 from .accesslog import AccessLog
 from .activity import Activity
 from .balancer import Decision, decide
-from .wake import NothingToWake, Waker
+from .wake import Held, NothingToWake, Waker, Wakes
 
 log = logging.getLogger("portway.gateway")
 
@@ -42,6 +42,7 @@ class Limits:
     pool_per_endpoint: int = 64
     max_body_bytes: int = 1 << 30  # a larger request body answers 413
     connect_attempts: int = 3  # instances tried when connecting fails
+    wake_timeout_s: float = 30.0  # work held for a wake fails after this long (503 / close)
 
 
 class Expiring(Protocol):
@@ -78,7 +79,15 @@ class Context:
         self.eligible: frozenset[str] = frozenset()
         self.activity = Activity(on_entries=access_log.extend)
         self.access_log = access_log
-        self.waker: Waker = waker or NothingToWake()
+        self.wakes = Wakes(
+            waker or NothingToWake(),
+            limits.wake_timeout_s,
+            on_wake=self.activity.woke,
+            on_awake=self._awake,
+        )
+        self.awake = self.wakes.awake
+        self.activity.held = self.wakes.held
+        self.activity.retry_held = self.wakes.retry_soon
         self.rng = rng or random.Random()
         self.loop = asyncio.get_running_loop()
         self.pool: dict[tuple[str, int], list[Any]] = {}
@@ -93,8 +102,11 @@ class Context:
 
     def decide(self, route: Route, endpoints: Sequence[Endpoint]) -> Decision:
         """The balancer's choice among `endpoints` of `route`, with the gateway's counts,
-        wake hook and random source."""
-        can_wake = bool(route.standby) and self.waker.can_wake(route)
+        wakes and random source."""
+        wakes = self.wakes
+        can_wake = bool(route.standby or wakes.waking) and wakes.can_wake(route)
+        if self.awake:
+            endpoints = self._with_awake(route, endpoints)
         return decide(
             endpoints,
             self.activity.inflight,
@@ -103,6 +115,40 @@ class Context:
             can_wake,
             self.rng,
         )
+
+    def _with_awake(self, route: Route, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+        extra = [e for g, e in self.awake.values() if g == route.group and e not in endpoints]
+        return (*endpoints, *extra) if extra else endpoints
+
+    def _awake(self, group: str, endpoint: Endpoint) -> None:
+        if endpoint.instance not in self.eligible:
+            self.awake[endpoint.instance] = (group, endpoint)
+            self.eligible = self.eligible | {endpoint.instance}
+
+    def applied(self, snapshot: Snapshot) -> None:
+        """After a Snapshot is in place (and `eligible` made from it): instances woken ahead
+        of it stay eligible until it stops calling them asleep, open TCP connections to
+        instances that fell asleep (or woke) learn it, and held work is routed again."""
+        wakes = self.wakes
+        before = wakes.asleep
+        wakes.applied(snapshot)
+        for instance in [i for i in self.awake if i not in wakes.asleep]:
+            del self.awake[instance]  # the Snapshot has caught up: running, or not at all
+        if self.awake:
+            self.eligible = self.eligible | frozenset(self.awake)
+        for instance in before ^ wakes.asleep:
+            asleep = instance in wakes.asleep
+            for conn in self.activity.tcp_open.get(instance, ()):
+                conn.asleep = asleep
+        if wakes.held:
+            wakes.retry_all()
+
+    def hold(self, route: Route, held: Held | None, resume: Any, fail: Any) -> Held:
+        """Hold work for a wake (the balancer said WAKE): `held` again, or new work."""
+        if held is None:
+            held = Held(route.group, resume, fail, self.loop.time() + self.limits.wake_timeout_s)
+        self.wakes.hold(route, held)
+        return held
 
     # --- writes -----------------------------------------------------------------------------
     # HTTP mode writes at the end of the loop iteration, all that the iteration produced
@@ -197,6 +243,8 @@ class Context:
         self.activity.settle()
         self.access_log.flush()
         now = self.loop.time()
+        if self.wakes.held:
+            self.wakes.expire(now)
         for conn in [c for c in self.watched if 0 < c.deadline <= now]:
             try:
                 conn.expire()
@@ -205,6 +253,7 @@ class Context:
 
     async def close(self) -> None:
         self.closing = True
+        self.wakes.fail_all("the gateway is shutting down")
         for idle in self.pool.values():
             for conn in idle:
                 conn.close()

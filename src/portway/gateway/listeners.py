@@ -62,6 +62,7 @@ class Gateway:
                 for route in listener.routes.values()
                 for e in route.endpoints
             )
+            ctx.applied(snapshot)
             ctx.close_idle(ctx.eligible)
             await self._listen(snapshot)
 

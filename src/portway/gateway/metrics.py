@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .activity import Activity, Counters
+from .activity import WAKE_BUCKETS_S, Activity, Counters
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -27,6 +32,7 @@ class ActivityCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _family(self._activity, "instance", self._activity.instances, self._user)
         yield from _family(self._activity, "group", self._activity.groups, self._user)
+        yield from _wakes(self._activity, self._user)
         inflight = GaugeMetricFamily(
             "portway_instance_inflight",
             "Requests (HTTP mode) and connections (TCP mode) in flight at an instance",
@@ -85,6 +91,35 @@ def _family(
         for reason, count in counters.rejected.items():
             rejected.add_metric([*values, reason], count)
     yield from (requests, connections, open_now, bytes_in, bytes_out, statuses, rejected)
+
+
+def _wakes(activity: Activity, user: str | None) -> Iterator[Metric]:
+    names = ["user", "group", "instance"]
+    duration = HistogramMetricFamily(
+        "portway_instance_wake_seconds",
+        "How long waking the instance out of standby took, until it served (scale to zero)",
+        labels=names,
+    )
+    failures = CounterMetricFamily(
+        "portway_instance_wake_failures",
+        "Wakes that failed (the instance crashed or did not become ready)",
+        labels=names,
+    )
+    for uuid, counters in activity.instances.items():
+        found = activity.labels.get(uuid)
+        if (
+            found is None
+            or user not in (None, found.user)
+            or not (counters.wakes or counters.wake_failures)
+        ):
+            continue
+        values = [found.user, found.group, found.instance]
+        pairs = zip(WAKE_BUCKETS_S, counters.wake_buckets, strict=True)
+        buckets = [(f"{bound:g}", count) for bound, count in pairs]
+        buckets.append(("+Inf", counters.wakes))
+        duration.add_metric(values, buckets, counters.wake_seconds)
+        failures.add_metric(values, counters.wake_failures)
+    yield from (duration, failures)
 
 
 def render(activity: Activity, user: str | None) -> bytes:

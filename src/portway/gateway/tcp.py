@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..model.snapshot import Endpoint, Route
-from .activity import REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE
+from .activity import REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_WAKE
 from .balancer import Verdict
 from .context import Context
+from .wake import Held
 
 log = logging.getLogger("portway.gateway")
 
@@ -49,6 +50,11 @@ class TcpClient(asyncio.Protocol):
         self.started = 0.0
         self.client_ip = "-"
         self.host: str | None = None
+        self.held: Held | None = None  # waiting for a wake (scale to zero)
+        self.waited = 0.0
+        # The instance went to standby (policy `idle`) with this connection open: the next
+        # byte either way wakes it.
+        self.asleep = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -72,6 +78,9 @@ class TcpClient(asyncio.Protocol):
         ctx = self.ctx
         endpoints = tuple(e for e in route.endpoints if e.instance not in self.tried)
         decision = ctx.decide(route, endpoints)
+        if decision.verdict is Verdict.WAKE:
+            self.held = ctx.hold(route, self.held, self._resume, self._wake_failed)
+            return
         if decision.verdict is not Verdict.DISPATCH or decision.endpoint is None:
             why = REJECT_HARD_LIMIT if decision.verdict is Verdict.AT_HARD_LIMIT else None
             if not self.tried:
@@ -83,7 +92,35 @@ class TcpClient(asyncio.Protocol):
         endpoint = self.endpoint = decision.endpoint
         ctx.activity.begin(endpoint.instance)
         ctx.activity.of_instance(route, endpoint).open_connections += 1
+        ctx.activity.tcp_open.setdefault(endpoint.instance, set()).add(self)
         ctx.spawn(self._connect(endpoint))
+
+    def _resume(self) -> None:
+        """Held for a wake, now routed again with the current Snapshot."""
+        if self.closed or self.held is None:
+            return
+        self.waited = self.held.waited_s
+        listener = self.ctx.snapshot.listeners.get(self.port)
+        route = listener.route(self.host) if listener is not None else None
+        if route is None:
+            self._refuse(REJECT_NO_ROUTE)
+            return
+        self.route = route
+        self._choose()
+
+    def _wake_failed(self, why: str) -> None:
+        if self.closed or self.held is None:
+            return
+        self.waited = self.held.waited_s
+        log.info("connection held for %s closed: %s", self.host or self.port, why)
+        self._refuse(REJECT_WAKE)
+
+    def _refuse(self, why: str) -> None:
+        if self.route is not None:
+            self.ctx.activity.reject(self.route, why)
+        self._log(why)
+        self.closed = True
+        self.transport.close()
 
     async def _connect(self, endpoint: Endpoint) -> None:
         ctx = self.ctx
@@ -130,14 +167,22 @@ class TcpClient(asyncio.Protocol):
         if endpoint is None or route is None:
             return
         self.endpoint = None
-        self.ctx.activity.end(endpoint.instance)
-        counters = self.ctx.activity.of_instance(route, endpoint)
+        activity = self.ctx.activity
+        activity.end(endpoint.instance)
+        counters = activity.of_instance(route, endpoint)
         counters.open_connections -= 1
+        conns = activity.tcp_open.get(endpoint.instance)
+        if conns is not None:
+            conns.discard(self)
+            if not conns:
+                del activity.tcp_open[endpoint.instance]
 
     # --- client side ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.asleep:
+            self._wake_instance()
         upstream = self.upstream
         if upstream is not None:
             upstream.transport.write(data)
@@ -147,8 +192,17 @@ class TcpClient(asyncio.Protocol):
             if self.early_bytes > MAX_EARLY_BYTES:
                 self.transport.pause_reading()
 
+    def _wake_instance(self) -> None:
+        """Bytes for an instance in standby (policy `idle`): they wait in its socket, frozen
+        with it, until the wake thaws it."""
+        route, endpoint = self.route, self.endpoint
+        if route is not None and endpoint is not None:
+            self.ctx.wakes.wake(route, endpoint)
+
     def eof_received(self) -> bool:
         self.client_eof = True
+        if self.asleep:
+            self._wake_instance()
         if self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.write_eof()
         return True
@@ -205,6 +259,7 @@ class TcpClient(asyncio.Protocol):
                 self.bytes_in,
                 self.bytes_out,
                 outcome,
+                self.waited,
             )
         )
 

@@ -36,10 +36,12 @@ from ..activity import (
     REJECT_HARD_LIMIT,
     REJECT_NO_INSTANCE,
     REJECT_NO_ROUTE,
+    REJECT_WAKE,
     Activity,
 )
 from ..balancer import Verdict
 from ..context import Context
+from ..wake import Held
 from .head import (
     IDEMPOTENT,
     MAX_HEAD,
@@ -108,6 +110,8 @@ class Exchange:
     finished = 0.0  # perf_counter at the end of the response
     served: Endpoint | None = None  # the instance that got the request, for the counters
     port = 0
+    held: Held | None = None  # held for a wake (scale to zero), once or more
+    waited = 0.0  # seconds it was held
 
     def __init__(self, client: ClientConnection, started: float) -> None:
         self.client = client
@@ -144,6 +148,7 @@ class Exchange:
             self.body_bytes,
             self.bytes_out,
             self.outcome,
+            self.waited,
         )
 
     def keep(self, piece: bytes) -> None:
@@ -440,6 +445,13 @@ class ClientConnection(asyncio.Protocol):
                 conn.attach(exchange)
             else:
                 ctx.spawn(self._connect(exchange, endpoint))
+        elif decision.verdict is Verdict.WAKE:
+            exchange.held = ctx.hold(
+                route,
+                exchange.held,
+                lambda: self._resume(exchange),
+                lambda why: self._wake_failed(exchange, why),
+            )
         elif decision.verdict is Verdict.AT_HARD_LIMIT:
             ctx.activity.reject(route, REJECT_HARD_LIMIT)
             self._answer(
@@ -453,6 +465,21 @@ class ClientConnection(asyncio.Protocol):
             self._answer(
                 exchange, Outcome.NO_INSTANCE, f"no instance of '{route.group_name}' is running"
             )
+
+    def _resume(self, exchange: Exchange) -> None:
+        """Held work routed again (something woke or has room): with the current Snapshot."""
+        if exchange.abandoned or exchange.held is None:
+            return
+        exchange.waited = exchange.held.waited_s
+        self._dispatch(exchange)
+
+    def _wake_failed(self, exchange: Exchange, why: str) -> None:
+        if exchange.abandoned or exchange.held is None:
+            return
+        exchange.waited = exchange.held.waited_s
+        assert exchange.route is not None
+        self.ctx.activity.reject(exchange.route, REJECT_WAKE)
+        self._answer(exchange, Outcome.WAKE_FAILED, f"{exchange.route.group_name}: {why}")
 
     async def _connect(self, exchange: Exchange, endpoint: Endpoint) -> None:
         ctx = self.ctx
@@ -871,6 +898,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.body_mode = AS_IS
                 extra = b""
                 close = True  # an HTTP/1.0 client learns the end of the body by the close
+        if exchange.held is not None:
+            extra += b"X-Portway-Wake-Ms: %.3f\r\n" % (exchange.waited * 1000)
         if close:
             extra += b"Connection: close\r\n"
             exchange.keep_alive = False

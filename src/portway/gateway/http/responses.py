@@ -18,6 +18,7 @@ class Outcome(Enum):
     HEADER_TIMEOUT = "header_timeout"  # the client took too long to send the request head
     BAD_REQUEST = "bad_request"
     REDIRECT = "redirect"
+    WAKE_FAILED = "wake_failed"  # held for a wake that failed or did not finish in time
 
 
 STATUS: dict[Outcome, int] = {
@@ -30,9 +31,14 @@ STATUS: dict[Outcome, int] = {
     Outcome.HEADER_TIMEOUT: 408,
     Outcome.BAD_REQUEST: 400,
     Outcome.REDIRECT: 301,
+    Outcome.WAKE_FAILED: 503,
 }
 # Outcomes a client should retry after a moment (the work was refused, not failed).
-RETRY_AFTER_S: dict[Outcome, int] = {Outcome.NO_INSTANCE: 1, Outcome.HARD_LIMIT: 1}
+RETRY_AFTER_S: dict[Outcome, int] = {
+    Outcome.NO_INSTANCE: 1,
+    Outcome.HARD_LIMIT: 1,
+    Outcome.WAKE_FAILED: 1,
+}
 
 
 def reason(status: int) -> bytes:
