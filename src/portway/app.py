@@ -27,6 +27,7 @@ from .config import Settings
 from .control.controller import Controller
 from .control.images import ImageController
 from .control.instances import InstanceController
+from .control.scaler import Scaler
 from .control.users import USERS_FILE, Users, UsersFileError, ensure_admin
 from .control.users import add_user as _add_user
 from .gateway import metrics as gateway_metrics
@@ -146,7 +147,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     logs.mkdir(exist_ok=True, mode=0o700)
     gateway = Gateway(
         Context(
-            Limits(),
+            Limits(wake_timeout_s=settings.wake_timeout_s),
             host=settings.gateway_host,
             port_offset=settings.port_offset,
             access_log=AccessLog(logs / "access.log"),
@@ -166,6 +167,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         address_pool=daemon_pool(_data_dir_key(settings)),
         traffic=gateway.activity,
     )
+    scaler = Scaler(instances, gateway.activity)
+    gateway.ctx.wakes.waker = scaler
     images = ImageController(controller, store, files)
     api = create_app(
         controller,
@@ -202,6 +205,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             api_task = tasks.create_task(server.serve(sockets=[sock]), name="api")
             autokill = tasks.create_task(controller.run_autokill(), name="autokill")
             trimmer = tasks.create_task(instances.run_log_trimmer(), name="log-trimmer")
+            scaling = tasks.create_task(scaler.run(), name="scale-to-zero")
             while not server.started:
                 if api_task.done():
                     break
@@ -221,6 +225,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
             server.should_exit = True
             autokill.cancel()
             trimmer.cancel()
+            scaling.cancel()
+            await scaler.close()
             gateway_task.cancel()
             try:
                 await asyncio.wait_for(instances.close(), timeout=SHUTDOWN_TIMEOUT_S)

@@ -20,6 +20,8 @@ DEFAULT_GATEWAY_HOST = "127.0.0.1"
 UNPRIVILEGED_PORT_OFFSET = 8000
 DATABASE_FILE = "portway.db"
 CLIENT_FILE = "client.json"
+# Work held for an instance waking from standby fails after this long (503 / close).
+DEFAULT_WAKE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Settings:
     platform_domain: str = DEFAULT_DOMAIN
     gateway_host: str = DEFAULT_GATEWAY_HOST
     port_offset: int = 0
+    wake_timeout_s: float = DEFAULT_WAKE_TIMEOUT_S
 
     @property
     def database(self) -> Path:
@@ -63,6 +66,7 @@ def load(
     platform_domain: str | None = None,
     gateway_host: str | None = None,
     port_offset: int | None = None,
+    wake_timeout_s: float | None = None,
 ) -> Settings:
     env = os.environ
     port = api_port if api_port is not None else int(env.get("PORTWAY_API_PORT", DEFAULT_API_PORT))
@@ -71,6 +75,11 @@ def load(
         port_offset = int(raw) if raw else default_port_offset()
     if not 0 <= port_offset <= 65535 - 443:
         raise ValueError(f"port offset {port_offset} is out of range (0-{65535 - 443})")
+    if wake_timeout_s is None:
+        raw = env.get("PORTWAY_WAKE_TIMEOUT_S")
+        wake_timeout_s = float(raw) if raw else DEFAULT_WAKE_TIMEOUT_S
+    if not 0 < wake_timeout_s <= 3600:
+        raise ValueError(f"wake timeout {wake_timeout_s} s is out of range (0-3600 s)")
     return Settings(
         data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
         api_host=api_host or env.get("PORTWAY_API_HOST", DEFAULT_API_HOST),
@@ -78,4 +87,5 @@ def load(
         platform_domain=(platform_domain or env.get("PORTWAY_DOMAIN", DEFAULT_DOMAIN)).lower(),
         gateway_host=gateway_host or env.get("PORTWAY_GATEWAY_HOST", DEFAULT_GATEWAY_HOST),
         port_offset=port_offset,
+        wake_timeout_s=wake_timeout_s,
     )

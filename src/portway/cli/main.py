@@ -69,13 +69,21 @@ def up(
         "--port-offset",
         help="Public port P listens on P+N [env PORTWAY_PORT_OFFSET; 0 as root, else 8000]",
     ),
+    wake_timeout: float | None = typer.Option(
+        None,
+        "--wake-timeout",
+        help="Seconds a request waits for an instance to wake from standby before a 503 "
+        "[env PORTWAY_WAKE_TIMEOUT_S; 30]",
+    ),
 ) -> None:
     """Run the Portway daemon in the foreground until Ctrl-C or SIGTERM."""
     from .. import config
     from ..app import Ready, run
 
     try:
-        settings = config.load(data_dir, host, port, domain, gateway_host, port_offset)
+        settings = config.load(
+            data_dir, host, port, domain, gateway_host, port_offset, wake_timeout
+        )
     except ValueError as err:
         _fail(str(err))
 

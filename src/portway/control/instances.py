@@ -28,6 +28,7 @@ from ..model.instance import (
     LIVE,
     NEVER,
     RUN,
+    STANDBY_REASON,
     Autokill,
     CreateRules,
     Event,
@@ -50,7 +51,7 @@ from ..model.instance import (
 from ..model.instance_patch import META_PROPS, InstancePatch, apply_config_patch, apply_meta_patch
 from ..model.refs import Ref
 from ..model.service_group import GroupSpec, ServiceGroup, new_group
-from ..runtime.base import LaunchSpec, RuntimeDriver, RuntimeError_, Usage
+from ..runtime.base import LaunchSpec, Liveness, RuntimeDriver, RuntimeError_, Usage
 from ..runtime.images import HOST_DIGEST, ImageContent, ImageFiles
 from ..runtime.ipam import LOOPBACK_POOL, allocate, user_subnet
 from ..runtime.logs import LogSlice
@@ -69,6 +70,7 @@ READY_POLL_S = 0.0005
 READY_POLL_MAX_S = 0.005
 READY_POLL_SLOW_S = 0.02
 READY_TIMEOUT_S = 120.0
+STANDBY_SETTLE_S = 30.0  # work that raced in before a standby gets this long to finish
 WAIT_FOREVER_S = 24 * 3600.0
 LOG_CAP_BYTES = 1 << 20  # per instance, kept across restarts
 LOG_DEFAULT_OFFSET = -(64 << 10)  # the last 64 KiB unless asked otherwise
@@ -189,6 +191,12 @@ class InstanceController:
         # on a fresh read: concurrent API calls would otherwise act on each other's stale state.
         self._locks: dict[str, asyncio.Lock] = {}
         self._starting: set[str] = set()  # entered `starting` before its run task began
+        # Told of every instance as written (the scale-to-zero scaler watches states).
+        self.on_change: Callable[[Instance], None] | None = None
+        self._frozen: set[str] = set()  # put to standby by a freeze (this daemon's run)
+        # Called once the instance can serve, before its new state is written: a wake's
+        # held work need not wait for the commit.
+        self._ready_hooks: dict[str, Callable[[], None]] = {}
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
         return await self._groups.in_store(fn, *args)
@@ -447,12 +455,15 @@ class InstanceController:
         if fresh.state is State.DELETED:
             return not_found(NOUN, "uuid", outcome.uuid), None
         previous = fresh.state
+        if previous is State.STANDBY:
+            await self._wake_one(fresh)
+            return await self._current(fresh), previous
         instance = await self._set(
             fresh,
             desired=RUN,
             status=_status(restart_attempt=0, next_restart_at=None),
         )
-        if previous in (State.STOPPED, State.STANDBY) or instance.uuid not in self._runs:
+        if previous is State.STOPPED or instance.uuid not in self._runs:
             await self._begin_run(instance)
         return await self._current(instance), previous
 
@@ -495,14 +506,19 @@ class InstanceController:
             status=_status(next_restart_at=None, restart_attempt=0),
         )
         run = self._runs.get(instance.uuid)
+        if instance.state is State.STANDBY:
+            # A frozen (stateful) tree still exists: thawed and stopped like any other.
+            self._causes[instance.uuid] = cause
+            self._frozen.discard(instance.uuid)
+            instance = await self._advance(instance, Event.STOP)
+            self._spawn_teardown(instance.uuid, self._driver.stop(instance.uuid, grace_of(req)))
+            return instance
         if instance.state not in LIVE or run is None:
             if run is not None:
                 run.cancel()  # a scheduled restart that has not started yet
-            if instance.state is State.STANDBY:
-                instance = await self._advance(instance, Event.STOP)
             return instance
         self._causes[instance.uuid] = cause
-        grace = 0.0 if req.force else QUICK_GRACE_S if req.quick else STOP_GRACE_S
+        grace = grace_of(req)
         if req.drain_timeout_ms and not req.force and instance.state is State.RUNNING:
             instance = await self._advance(instance, Event.DRAIN)
             self._spawn_teardown(
@@ -544,6 +560,126 @@ class InstanceController:
         task = asyncio.create_task(run(), name=f"stop-{uuid}")
         self._track(self._teardowns, uuid, task)
 
+    # --- scale to zero -------------------------------------------------------------------
+
+    async def standby(self, user: str, uuid: str, still_idle: Callable[[], bool]) -> bool:
+        """Scale a running instance to zero (the scaler found it idle for its cooldown): out of
+        new traffic first (the published Snapshot), then frozen (stateful) or stopped. Work
+        that raced in before the Snapshot finishes first. False if it no longer qualifies."""
+        async with self._lock(uuid):
+            instance = await self._by_uuid(user, uuid)
+            stz = instance.config.scale_to_zero if instance is not None else None
+            if instance is None or instance.state is not State.RUNNING or stz is None:
+                return False
+            if not stz.enabled or not still_idle():
+                return False
+            instance = await self._advance(
+                instance,
+                Event.STANDBY,
+                status=_status(stop_reason=STANDBY_REASON, stopped_at=self._clock()),
+            )
+            if instance.state is not State.STANDBY:
+                return False
+            deadline = time.monotonic() + STANDBY_SETTLE_S
+            while not still_idle() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if stz.stateful:
+                return await self._freeze(instance)
+            self._causes[uuid] = StopCause(by_platform=True, scale_to_zero=True)
+            self._spawn_teardown(uuid, self._driver.stop(uuid, STOP_GRACE_S))
+            return True
+
+    async def _freeze(self, instance: Instance) -> bool:
+        try:
+            await self._driver.freeze(instance.uuid)
+        except (RuntimeError_, OSError) as err:
+            log.warning("instance %s did not freeze (%s): it stays running", instance.name, err)
+            await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
+            return False
+        self._frozen.add(instance.uuid)
+        return True
+
+    async def wake(
+        self,
+        user: str,
+        uuid: str,
+        ready: Callable[[], None] | None = None,
+        timeout_s: float = READY_TIMEOUT_S,
+    ) -> bool:
+        """Bring an instance in standby back to running (the gateway holds work for it): a
+        thaw for a frozen tree, else a cold start that is done when the app is ready. True
+        once it runs and the Snapshot that says so is applied; `ready` is called as soon as
+        it can serve, before that state is written."""
+        async with self._lock(uuid):
+            if uuid in self._frozen:
+                # The fast path (a request is waiting): thaw, let it serve, then write it.
+                self._frozen.discard(uuid)
+                await self._driver.thaw(uuid)
+                if ready is not None:
+                    ready()
+                resumed = await self._mutate_ref(
+                    user, uuid, Event.RESUME, {"status": _status(stop_reason=None)}
+                )
+                return resumed is not None and resumed.state is State.RUNNING
+            instance = await self._by_uuid(user, uuid)
+            if instance is None:
+                return False
+            if instance.state is State.STANDBY:
+                if ready is not None:
+                    self._ready_hooks[uuid] = ready
+                await self._wake_one(instance)
+        try:
+            waited = await self._wait_for(uuid, State.RUNNING, timeout_s, user, for_create=True)
+        finally:
+            self._ready_hooks.pop(uuid, None)
+        return waited.reached
+
+    def _call_ready_hook(self, uuid: str) -> None:
+        hook = self._ready_hooks.pop(uuid, None)
+        if hook is not None:
+            hook()
+
+    async def _wake_one(self, instance: Instance) -> None:
+        """Under the instance's lock, from standby."""
+        uuid = instance.uuid
+        self._frozen.discard(uuid)
+        if self._driver.usage(uuid).liveness is not Liveness.GONE:
+            await self._driver.thaw(uuid)
+            self._call_ready_hook(uuid)
+            await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
+            return
+        # Cold: the run that stopped for standby must be over before the next begins.
+        for task in (self._teardowns.get(uuid), self._runs.get(uuid)):
+            if task is not None and not task.done():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_S + 5)
+        fresh = await self._current(instance)
+        if fresh.state is not State.STANDBY:
+            return
+        if fresh.status.restart_attempt or fresh.status.next_restart_at or fresh.desired != RUN:
+            fresh = await self._set(
+                fresh, desired=RUN, status=_status(restart_attempt=0, next_restart_at=None)
+            )
+        await self._begin_run(fresh)
+
+    def notify(self, uuid: str) -> None:
+        """The standby notice (`notify_time_ms`), if anything runs to hear it."""
+        self._driver.notify(uuid)
+
+    async def all_instances(self) -> list[Instance]:
+        return await self._db(self._store.all_instances)
+
+    async def autokill(self, user: str, uuid: str, why: str) -> None:
+        """Delete an instance its autokill says is done (`stopped` long enough, or `served`
+        its requests); a delete_lock set meanwhile keeps it."""
+        instance = await self._by_uuid(user, uuid)
+        if instance is None or instance.delete_lock:
+            return
+        log.info("autokill (%s): deleting instance %s", why, instance.name)
+        async with self._lock(uuid):
+            await self._delete_one(instance)
+        self._locks.pop(uuid, None)
+
     # --- runs ---------------------------------------------------------------------------
 
     async def _begin_run(self, instance: Instance) -> None:
@@ -581,6 +717,8 @@ class InstanceController:
             cause = self._causes.pop(uuid, None)
             record = stop_record(cause, *ended)
             instance = await self._record_stop(instance, record)
+            if instance.state is State.STANDBY:
+                return  # scaled to zero: a wake begins the next run
             if instance.config.delete_on_stop:
                 await self._teardown_deleted(instance)
                 return
@@ -673,7 +811,7 @@ class InstanceController:
     async def _watch_adopted(
         self, instance: Instance
     ) -> tuple[int | None, int | None, bool] | None:
-        if instance.state is not State.RUNNING:
+        if instance.state not in (State.RUNNING, State.STANDBY):  # a frozen tree stays asleep
             instance = await self._set(instance, state=State.RUNNING)
         ended = await self._driver.wait(instance.uuid)
         return (ended.code, ended.signal, ended.oom_killed)
@@ -689,12 +827,16 @@ class InstanceController:
                 await asyncio.sleep(pause)
                 # Fine-grained at first (a fast app is seen at once), backing off so that many
                 # apps starting together do not spend the CPU they need on being polled.
+                # A wake has work waiting on this start: it stays fine-grained for longer.
                 slow = time.perf_counter() - began >= 1.0
-                pause = READY_POLL_SLOW_S if slow else min(pause * 1.5, READY_POLL_MAX_S)
+                waited_on = instance.uuid in self._ready_hooks
+                ceiling = READY_POLL_S * 2 if waited_on else READY_POLL_MAX_S
+                pause = READY_POLL_SLOW_S if slow else min(pause * 1.5, ceiling)
             else:
                 log.warning("instance %s never accepted on port %s", instance.name, port)
                 return
         boot_us = int((time.perf_counter() - began) * 1_000_000)
+        self._call_ready_hook(instance.uuid)
         current = await self._current(instance)
         if current.state is State.STARTING:
             await self._advance(
@@ -735,8 +877,9 @@ class InstanceController:
         return await self._set(instance, config=config, pending=None)
 
     async def _record_stop(self, instance: Instance, record: Any) -> Instance:
+        asleep = instance.state is State.STANDBY
         status = _status(
-            stop_reason=record.stop_reason,
+            stop_reason=STANDBY_REASON if asleep else record.stop_reason,
             exit_code=record.exit_code,
             stop_code=record.stop_code,
             stopped_at=self._clock(),
@@ -760,16 +903,22 @@ class InstanceController:
     async def _mutate(
         self, instance: Instance, event: Event | None, changes: dict[str, Any]
     ) -> Instance:
-        updated, routed_by = await self._db(
-            self._read_modify_write, instance.user, instance.uuid, event, changes
-        )
+        updated = await self._mutate_ref(instance.user, instance.uuid, event, changes)
+        return updated if updated is not None else replace(instance, state=State.DELETED)
+
+    async def _mutate_ref(
+        self, user: str, uuid: str, event: Event | None, changes: dict[str, Any]
+    ) -> Instance | None:
+        updated, routed_by = await self._db(self._read_modify_write, user, uuid, event, changes)
         if routed_by:
             # Before anyone hears of the change: a stop or drain that returns has taken the
             # instance out of new traffic, and a create that saw `running` can be reached.
             await self._groups.publish(routed_by)
         async with self._changed:
             self._changed.notify_all()
-        return updated if updated is not None else replace(instance, state=State.DELETED)
+        if updated is not None and self.on_change is not None:
+            self.on_change(updated)
+        return updated
 
     def _read_modify_write(
         self, user: str, uuid: str, event: Event | None, changes: dict[str, Any]
@@ -895,6 +1044,7 @@ class InstanceController:
         if group_gone:
             log.info("deleted the instance-owned service group of %s", instance.name)
         run = self._runs.pop(instance.uuid, None)
+        self._frozen.discard(instance.uuid)
         self._causes[instance.uuid] = StopCause(by_platform=True)
         async with self._changed:
             self._changed.notify_all()
@@ -1042,6 +1192,8 @@ class InstanceController:
         for instance in instances:
             if instance.desired == RUN:
                 adopted = self._driver.adopt(instance.uuid)
+                if not adopted and instance.state is State.STANDBY:
+                    continue  # asleep with nothing running: a wake starts it cold
                 if not adopted and _ended_unseen(instance):
                     await self._record_unseen_end(instance)
                     continue
@@ -1095,6 +1247,10 @@ class InstanceController:
         for instance in await self._db(self._store.all_instances):
             if instance.state in LIVE:
                 await self._db(self._store.save_instance, replace(instance, state=State.STOPPED))
+
+
+def grace_of(req: StopRequest) -> float:
+    return 0.0 if req.force else QUICK_GRACE_S if req.quick else STOP_GRACE_S
 
 
 def _routing(instance: Instance) -> tuple[object, ...]:
