@@ -61,7 +61,7 @@ class RequestHead:
 
     size = 0
     count = 0
-    host: bytes | None = None
+    host_field: bytes | None = None  # the Host field as the client sent it
     hosts = 0
     chunked = False
     content_length: int | None = None
@@ -86,7 +86,7 @@ class RequestHead:
             self._framing_or_hop(lname, value)
         elif lname == b"host":
             self.hosts += 1
-            self.host = value
+            self.host_field = value
         elif lname == b"x-forwarded-for":
             previous = self.forwarded_for
             self.forwarded_for = value if previous is None else b"%s, %s" % (previous, value)
@@ -113,11 +113,11 @@ class RequestHead:
         """Check the whole head once every field is in; returns the normalized host name."""
         if self.hosts > 1:
             raise Refused(400, "more than one Host field")
-        if self.host is None:
+        if self.host_field is None:
             if version == "1.1":
                 raise Refused(400, "no Host field")
             return b""
-        return normalize_host(self.host)
+        return normalize_host(self.host_field)
 
     def drop_connection_listed(self) -> None:
         """Fields the client's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1)."""
@@ -161,7 +161,7 @@ def upstream_head(
 ) -> bytes:
     """The request head the instance sees, as one bytes object (one write)."""
     forwarded = client_ip if head.forwarded_for is None else head.forwarded_for + b", " + client_ip
-    original_host = head.host if head.host is not None else host
+    original_host = head.host_field if head.host_field is not None else host
     return b"".join(
         (
             b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, original_host),

@@ -75,15 +75,17 @@ class _HeadDone(Exception):
     told, so parsing stops here and the connection gets a fresh parser."""
 
 
-class Exchange:
+class Exchange(RequestHead):
     """One request and its response, from the first byte of the request.
 
-    The state starts as class attributes and an instance only stores what differs: making one
-    of these per request is on the hot path, and most requests change a handful of fields."""
+    It is its own request head (`RequestHead`'s fields and checks, inherited): one object per
+    request instead of two. The state starts as class attributes and an instance only stores
+    what differs: making one of these per request is on the hot path, and most requests change
+    a handful of fields."""
 
     method = b""
     target = b""
-    host = b""
+    host = b""  # normalized, from the target or the Host field
     version = "1.1"
     keep_alive = True
     head_done = False
@@ -112,7 +114,7 @@ class Exchange:
     def __init__(self, client: ClientConnection, started: float) -> None:
         self.client = client
         self.started = started
-        self.head = RequestHead()
+        self.lines = []
 
     def account(self, activity: Activity, wall_offset: float) -> Entry:
         """Count the exchange (Activity.settle calls this) and return its access-log entry."""
@@ -156,8 +158,7 @@ class Exchange:
     def must_close(self) -> bool:
         """Whether the client connection ends with this exchange's response: the client asked,
         or part of its request body is still unread."""
-        head = self.head
-        body_left = not self.request_done and (head.chunked or bool(head.content_length))
+        body_left = not self.request_done and (self.chunked or bool(self.content_length))
         return not self.keep_alive or body_left
 
 
@@ -242,7 +243,7 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(431, "request header fields too large")
             return
         exchange = self.parsing
-        if exchange is not None and exchange.head.chunked and exchange.head_done:
+        if exchange is not None and exchange.chunked and exchange.head_done:
             # Chunk framing beyond sizes and CRLFs is extensions, which are dropped: a client
             # sending kilobytes of them is refused (RFC 9112 §7.1.1 asks for a limit).
             exchange.wire += len(data)
@@ -326,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.parsing
         assert exchange is not None
         if not exchange.head_done:  # after the head: trailer fields, which are not forwarded
-            exchange.head.add(name, value)
+            exchange.add(name, value)
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing
@@ -336,16 +337,16 @@ class ClientConnection(asyncio.Protocol):
         exchange.method = parser.get_method()
         exchange.version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive() and not self.ctx.closing
-        head = exchange.head
+        head = exchange
         if exchange.version not in ("1.1", "1.0"):
             raise Refused(505, f"HTTP/{exchange.version} is not supported")
         if exchange.method == b"CONNECT":
             raise Refused(501, "CONNECT is not supported")
-        if head.host is not None and head.host == self.last_host and head.hosts == 1:
+        if head.host_field is not None and head.host_field == self.last_host and head.hosts == 1:
             host = self.last_normalized  # keep-alive clients send the same Host every time
         else:
             host = head.finish(exchange.version)
-            self.last_host, self.last_normalized = head.host, host
+            self.last_host, self.last_normalized = head.host_field, host
         if exchange.target[:1] == b"/":
             exchange.host = host
         else:
@@ -373,7 +374,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.body_bytes += len(body)
         if exchange.body_bytes > self.ctx.limits.max_body_bytes:
             raise Refused(413, "request body too large")
-        if exchange.head.chunked:
+        if exchange.chunked:
             body = b"%x\r\n%s\r\n" % (len(body), body)
         upstream = exchange.upstream
         if upstream is not None:
@@ -389,7 +390,7 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         self.parsing = None
         exchange.request_done = True
-        if exchange.head.chunked:
+        if exchange.chunked:
             upstream = exchange.upstream
             if upstream is not None:
                 self.ctx.send(upstream.transport, CHUNK_END)
@@ -678,7 +679,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.client = client
         exchange.upstream = self
         exchange.served = self.endpoint
-        head = exchange.head
+        head = exchange
         if head.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif head.content_length is not None:
@@ -845,10 +846,10 @@ class UpstreamConnection(asyncio.Protocol):
         # Read now: once the message is complete llhttp has reset for the next one.
         self.keep_alive = self.parser.should_keep_alive()
         if status == 101:
-            extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.head.upgrade or b"")
+            extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.upgrade or b"")
             self.out.append(response_head(response, extra))
             return
-        if exchange.head.upgrade is not None and client.upgrading:
+        if exchange.upgrade is not None and client.upgrading:
             client.upgrade_refused()
         close = not exchange.keep_alive or client.ends_after_front or self.ctx.closing
         no_body = exchange.method == b"HEAD" or status in (204, 304)
