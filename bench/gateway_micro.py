@@ -108,9 +108,9 @@ class Rig:
 
     def __init__(self, log_dir: Path) -> None:
         self.loop = FakeLoop()
-        ctx = Context(Limits(), host="127.0.0.1", port_offset=0, access_log=AccessLog(
-            log_dir / "access.log"
-        ))
+        ctx = Context(
+            Limits(), host="127.0.0.1", port_offset=0, access_log=AccessLog(log_dir / "access.log")
+        )
         ctx.loop = self.loop  # type: ignore[assignment]
         endpoints = (
             Endpoint("uuid-a", "a", "10.0.0.1", 8080),
