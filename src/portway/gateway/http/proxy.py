@@ -41,13 +41,19 @@ from ..activity import (
 from ..balancer import Verdict
 from ..context import Context
 from .head import (
+    AS_IS,
+    CLIENT_HTTP10,
+    CLOSING,
+    HEAD_REQUEST,
     IDEMPOTENT,
     MAX_HEAD,
     MAX_RESPONSE_HEAD,
     MAX_TARGET,
+    RECHUNK,
     Refused,
     RequestHead,
     authority,
+    client_head,
     normalize_host,
     origin_form,
     parse_response_head,
@@ -65,9 +71,6 @@ CHUNK_LINE: Final = 64  # per chunk: size, CRLFs and a short extension
 MAX_PIPELINE: Final = 16  # queued requests before the client is made to wait
 MAX_PENDING_BODY: Final = 1 << 20  # body bytes kept while the instance connection opens
 CHUNK_END: Final = b"0\r\n\r\n"
-
-# How an instance response's body reaches the client.
-NO_BODY, AS_IS, RECHUNK = 0, 1, 2
 
 
 class _HeadDone(Exception):
@@ -832,12 +835,12 @@ class UpstreamConnection(asyncio.Protocol):
         exchange, client = self.exchange, self.client
         assert exchange is not None and client is not None
         status = self.parser.get_status_code()
-        end = self.raw.find(b"\r\n\r\n") + 4
-        response = parse_response_head(self.raw[:end])
-        self.raw = self.raw[end:]  # an interim response may be followed by the final one
-        if status < 200 and status != 101:
-            if exchange.version == "1.1":  # interim (100 Continue): the client may need it
-                self.out.append(response_head(response, b""))
+        raw = self.raw
+        end = raw.find(b"\r\n\r\n") + 4
+        head = raw[:end]
+        self.raw = raw[end:]  # an interim response may be followed by the final one
+        if status < 200 or status == 101:
+            self._interim_or_switch(exchange, status, head)
             return
         self.raw = b""
         self.deadline = 0.0
@@ -845,41 +848,39 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.response_started = True
         # Read now: once the message is complete llhttp has reset for the next one.
         self.keep_alive = self.parser.should_keep_alive()
-        if status == 101:
-            extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.upgrade or b"")
-            self.out.append(response_head(response, extra))
-            return
         if exchange.upgrade is not None and client.upgrading:
             client.upgrade_refused()
-        close = not exchange.keep_alive or client.ends_after_front or self.ctx.closing
-        no_body = exchange.method == b"HEAD" or status in (204, 304)
-        if no_body:
-            self.body_mode = NO_BODY
-            extra = b""
-            if response.content_length is not None and status != 204:
-                extra = b"Content-Length: %s\r\n" % response.content_length
-        elif response.content_length is not None:
-            self.body_mode = AS_IS
-            self.until_close = False
-            extra = b"Content-Length: %s\r\n" % response.content_length
-        else:
-            # Neither length nor chunked: the body ends when the instance closes (RFC 9112 §6.3).
-            self.until_close = not response.chunked
-            if exchange.version == "1.1":
-                self.body_mode = RECHUNK
-                extra = b"Transfer-Encoding: chunked\r\n"
-            else:
-                self.body_mode = AS_IS
-                extra = b""
-                close = True  # an HTTP/1.0 client learns the end of the body by the close
-        if close:
-            extra += b"Connection: close\r\n"
-            exchange.keep_alive = False
-        elif exchange.version == "1.0":
-            extra += b"Connection: keep-alive\r\n"
-        self.out.append(response_head(response, extra))
+        flags = CLOSING if (not exchange.keep_alive or self.ctx.closing) else 0
+        if client.dead and flags == 0 and client.ends_after_front:
+            flags = CLOSING
+        if exchange.version == "1.0":
+            flags |= CLIENT_HTTP10
         if exchange.method == b"HEAD":
+            flags |= HEAD_REQUEST
+        made = client_head(head, status, flags)
+        self.body_mode = made.body_mode
+        self.until_close = made.until_close
+        if made.close:
+            exchange.keep_alive = False
+        self.out.append(made.head)
+        if flags & HEAD_REQUEST:
             raise _HeadDone
+
+    def _interim_or_switch(self, exchange: Exchange, status: int, head: bytes) -> None:
+        """An interim response (100 Continue ...), passed on to an HTTP/1.1 client, or the
+        instance's 101 to an Upgrade request."""
+        response = parse_response_head(head)
+        if status != 101:
+            if exchange.version == "1.1":  # the client may need it
+                self.out.append(response_head(response, b""))
+            return
+        self.raw = b""
+        self.deadline = 0.0
+        exchange.status = status
+        exchange.response_started = True
+        self.keep_alive = self.parser.should_keep_alive()
+        extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.upgrade or b"")
+        self.out.append(response_head(response, extra))
 
     def on_body(self, body: bytes) -> None:
         if self.body_mode == RECHUNK:
