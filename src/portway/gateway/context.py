@@ -112,7 +112,11 @@ class Context:
     # they keep their order.
 
     def send(self, transport: Any, data: bytes) -> None:
-        self._queue(transport, data)
+        # _queue, inlined: twice per request.
+        self._outbox.append((transport, data))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_outbox)
 
     def _queue(self, transport: Any, item: object) -> None:
         self._outbox.append((transport, item))
@@ -151,7 +155,10 @@ class Context:
         """Keep `conn` for reuse if the instance may still take work and there is room."""
         if self.closing or endpoint.instance not in self.eligible:
             return False
-        idle = self.pool.setdefault((endpoint.host, endpoint.port), [])
+        key = (endpoint.host, endpoint.port)
+        idle = self.pool.get(key)
+        if idle is None:
+            idle = self.pool[key] = []  # not setdefault: no list made on every call
         if len(idle) >= self.limits.pool_per_endpoint:
             return False
         conn.deadline = self.loop.time() + self.limits.pool_idle_s

@@ -199,6 +199,19 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.watched.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None or self.upgrading or self.dead or len(data) > SLICE:
+            self._unusual_read(data)
+            return
+        # _feed, inlined: a whole request in one read is the common case.
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+            self._parse_failed(err, data)
+            return
+        if self.in_head or self.parsing is not None:
+            self._parsed(len(data))
+
+    def _unusual_read(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.ctx.send(self.tunnel.transport, data)
             return
@@ -206,9 +219,6 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel_data.append(data)  # for the new protocol, once the instance agrees
             return
         if self.dead:
-            return
-        if len(data) <= SLICE:
-            self._feed(data)
             return
         # Big reads are parsed a slice at a time so the limits below act before llhttp has
         # run through (and the proxy forwarded) a whole oversized request.
@@ -223,25 +233,30 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgraded(data[upgrade.args[0] :])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+            self._parse_failed(err, data)
             return
-        except httptools.HttpParserCallbackError as err:
+        self._parsed(len(data))
+
+    def _parse_failed(self, err: Exception, data: bytes) -> None:
+        if isinstance(err, httptools.HttpParserUpgrade):
+            self._upgraded(data[err.args[0] :])
+        elif isinstance(err, httptools.HttpParserCallbackError):
             cause = err.__context__
             if isinstance(cause, Refused):
                 self._refuse(cause.status, cause.reason)
             else:
                 log.error("request callback failed", exc_info=cause)
                 self._refuse(500, "internal error")
-            return
-        except httptools.HttpParserInvalidMethodError:
+        elif isinstance(err, httptools.HttpParserInvalidMethodError):
             self._refuse(501, "unknown method")
-            return
-        except httptools.HttpParserError as err:
+        else:
             self._refuse(400, str(err))
-            return
+
+    def _parsed(self, size: int) -> None:
+        """The limits llhttp does not know, checked after each slice it parsed."""
         if self.in_head:
-            self.head_bytes += len(data)
+            self.head_bytes += size
             if self.head_bytes > MAX_HEAD + SLICE:
                 self._refuse(431, "request header fields too large")
             return
@@ -249,7 +264,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None and exchange.chunked and exchange.head_done:
             # Chunk framing beyond sizes and CRLFs is extensions, which are dropped: a client
             # sending kilobytes of them is refused (RFC 9112 §7.1.1 asks for a limit).
-            exchange.wire += len(data)
+            exchange.wire += size
             framing = exchange.wire - exchange.body_bytes
             if framing > MAX_CHUNK_FRAMING + CHUNK_LINE * exchange.chunks:
                 self._refuse(400, "chunk extensions too long")
@@ -521,18 +536,29 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, exchange: Exchange, close: bool) -> None:
         """The response to the front exchange is written: count it, log it, go on."""
-        if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
         exchange.upstream = None
         endpoint = exchange.endpoint
+        activity = self.ctx.activity
         if endpoint is not None:
-            self.ctx.activity.end(endpoint.instance)
-        self._log(exchange)
+            # Activity.end, inlined.
+            inflight = activity.inflight
+            left = inflight.get(endpoint.instance, 0) - 1
+            if left > 0:
+                inflight[endpoint.instance] = left
+            else:
+                inflight.pop(endpoint.instance, None)
+        # _log, inlined.
+        exchange.finished = time.perf_counter()
+        exchange.port = self.port
+        activity.pending.append(exchange)
         if (
             close
             or not exchange.keep_alive
-            or self.ends_after_front
-            or (self.client_eof and not self.queue)
+            or (self.dead and self.ends_after_front)
+            or (self.client_eof and not queue)
         ):
             self.dead = True
             self.ctx.send_close(self.transport)
@@ -921,10 +947,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw = b""
         if exchange.method == b"HEAD":
             self.parser = httptools.HttpResponseParser(self)
-        if reusable and self.ctx.put_idle(self.endpoint, self):
+        ctx = self.ctx
+        if reusable and ctx.put_idle(self.endpoint, self):
             self.reused = True
         else:
-            self.ctx.send_close(self.transport)
+            ctx.send_close(self.transport)
         client._finish(exchange, not exchange.keep_alive)
 
     def _broken(self, why: str) -> None:
