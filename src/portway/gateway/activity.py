@@ -75,8 +75,13 @@ class Activity:
     pending: list[Finished] = field(default_factory=list)
     on_entries: Callable[[list[tuple[Any, ...]]], None] | None = None  # the access log
 
-    def settle(self) -> None:
-        pending, self.pending = self.pending, []
+    def settle(self, limit: int | None = None) -> None:
+        """Count the pending work (at most `limit` items, the oldest) and log it."""
+        pending = self.pending
+        if limit is None or len(pending) <= limit:
+            self.pending = []
+        else:
+            pending, self.pending = pending[:limit], pending[limit:]
         if not pending:
             return
         wall_offset = time.time() - time.perf_counter()

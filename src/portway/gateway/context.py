@@ -25,6 +25,7 @@ from .wake import NothingToWake, Waker
 log = logging.getLogger("portway.gateway")
 
 SWEEP_S: Final = 0.25
+SETTLE_CHUNK: Final = 256  # finished requests counted and logged per turn of the loop
 # Markers in the outbox, after the data sent before them.
 _EOF: Final = object()
 _CLOSE: Final = object()
@@ -195,14 +196,26 @@ class Context:
         try:
             while True:
                 await asyncio.sleep(SWEEP_S)
-                self._sweep_once()
+                await self._settle()
+                self._expire()
         finally:
             self.activity.settle()
             self.access_log.flush()
 
-    def _sweep_once(self) -> None:
-        self.activity.settle()
-        self.access_log.flush()
+    async def _settle(self) -> None:
+        """Count and log the requests finished since the last sweep, a chunk at a time with a
+        turn of the loop in between. At 20,000 requests a second a sweep's worth is 5,000
+        entries, tens of milliseconds that would otherwise hold every connection at once
+        (they were the gateway's p99). Work finished meanwhile waits for the next sweep."""
+        activity, access_log = self.activity, self.access_log
+        for _ in range(len(activity.pending) // SETTLE_CHUNK + 1):
+            activity.settle(SETTLE_CHUNK)
+            access_log.flush()
+            if not activity.pending:
+                return
+            await asyncio.sleep(0)
+
+    def _expire(self) -> None:
         now = self.loop.time()
         for conn in [c for c in self.watched if 0 < c.deadline <= now]:
             try:
