@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -218,6 +219,11 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
                 ca_bundle_path(settings.data_dir),
             )
             _write_client_file(settings, ready)
+            # What exists now (the API app and its models, the store, the modules) lives as
+            # long as the daemon: frozen out of the collector's sight, a full collection walks
+            # only what came after. Unfrozen, one took ~45 ms over these ~75,000 objects, and
+            # the gateway's request path triggers one every few seconds (its p99).
+            gc.freeze()
             on_ready(ready)
             await stop.wait()
             log.info("stopping")

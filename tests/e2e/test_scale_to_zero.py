@@ -255,9 +255,14 @@ def test_idle_stateful_instance_freezes_within_cooldown_and_wakes(
     assert _pid(daemon, uuid) == pid, "a stateful wake keeps the process"
     assert _state(api, uuid)["state"] == "running"
     assert _metric(daemon, "portway_instance_wake_seconds_count", name) == 1
-    log = (daemon.data_dir / "logs" / "access.log").read_text().splitlines()
-    woken = [json.loads(line) for line in log if f'"instance":"{name}"' in line]
-    assert any(entry["wake_ms"] > 0 for entry in woken)
+    access_log = daemon.data_dir / "logs" / "access.log"
+
+    def logged_wake() -> bool:  # the log is written in batches, a few times a second
+        lines = access_log.read_text().splitlines() if access_log.exists() else []
+        entries = [json.loads(line) for line in lines if f'"instance":"{name}"' in line]
+        return any(entry["wake_ms"] > 0 for entry in entries)
+
+    _until(logged_wake, timeout=5.0, every=0.05)
 
 
 def test_idle_stateless_instance_stops_and_cold_starts(

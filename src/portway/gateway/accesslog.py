@@ -42,43 +42,64 @@ FIELDS: Final = (
 )
 
 
-# Printable ASCII without `"` and `\`: such a value is its own JSON string body.
-_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+# Printable ASCII without `"` and `\\`: such a value is its own JSON string body.
+_PLAIN = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _LINE = (
-    '{"time":%.6f,"duration_ms":%.3f,"kind":"%s","port":%d,"client":"%s","group":"%s",'
-    '"instance":"%s","method":"%s","host":"%s","target":%s,"status":%d,"bytes_in":%d,'
-    '"bytes_out":%d,"outcome":"%s","wake_ms":%.3f}'
+    b'{"time":%.6f,"duration_ms":%.3f,"kind":"%s","port":%d,"client":"%s","group":"%s",'
+    b'"instance":"%s","method":"%s","host":"%s","target":%s,"status":%d,"bytes_in":%d,'
+    b'"bytes_out":%d,"outcome":"%s","wake_ms":%.3f}\n'
 )
 # Fields the gateway has checked already (an address, DNS names, a method token): only the
 # request target can hold characters JSON must escape.
 
 
-def format_line(entry: Entry) -> str:
-    """One JSON object (the FIELDS, in order). A template, not json.dumps of a dict: this
-    runs once per request, and only the request target can need escaping (the other text
-    fields are an address, DNS names and a method token the gateway has checked)."""
+def format_line(entry: Entry) -> bytes:
+    """One JSON object (the FIELDS, in order) and its newline, UTF-8. A bytes template, not
+    json.dumps of a dict: this runs once per request, HTTP entries carry most fields as the
+    bytes the gateway read (no decoding), and only the request target can need escaping (the
+    other text fields are an address, DNS names and a method token the gateway has checked).
+    Bytes are read as Latin-1, as the text log always did."""
     when, duration, kind, port, client, group, instance, method, host, target = entry[:10]
     status, bytes_in, bytes_out, outcome, wake_s = entry[10:]
     if isinstance(target, bytes):
-        target = target.decode("latin-1")
-    target = f'"{target}"' if _PLAIN.fullmatch(target) else json.dumps(target)
+        raw, text = target, None
+    else:
+        raw, text = target.encode(), target
+    if _PLAIN.fullmatch(raw):
+        target = b'"%s"' % raw
+    else:
+        target = json.dumps(raw.decode("latin-1") if text is None else text).encode()
+    if not (
+        type(client) is bytes
+        and type(method) is bytes
+        and type(host) is bytes
+        and (client + method + host).isascii()
+    ):
+        client, method, host = _utf8(client), _utf8(method), _utf8(host)
     return _LINE % (
         when,
         duration * 1000,
-        kind,
+        kind.encode(),
         port,
-        client.decode("latin-1") if isinstance(client, bytes) else client,
-        group,
-        instance,
-        method.decode("latin-1") if isinstance(method, bytes) else method,
-        host.decode("latin-1") if isinstance(host, bytes) else host,
+        client,
+        group.encode(),
+        instance.encode(),
+        method,
+        host,
         target,
         status,
         bytes_in,
         bytes_out,
-        outcome,
+        outcome.encode(),
         wake_s * 1000,
     )
+
+
+def _utf8(value: str | bytes) -> bytes:
+    """A text field as UTF-8: str encoded, bytes (ASCII nearly always) read as Latin-1."""
+    if isinstance(value, bytes):
+        return value if value.isascii() else value.decode("latin-1").encode()
+    return value.encode()
 
 
 class AccessLog:
@@ -104,11 +125,11 @@ class AccessLog:
         if not self._batch or self.path is None:
             return
         batch, self._batch = self._batch, []
-        text = "".join(format_line(e) + "\n" for e in batch)
+        text = b"".join([format_line(e) for e in batch])
         try:
             if self.path.exists() and self.path.stat().st_size > MAX_BYTES:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            with open(self.path, "a", encoding="utf-8") as out:
+            with open(self.path, "ab") as out:
                 out.write(text)
         except OSError as err:
             log.warning("access log %s: %s (%d lines lost)", self.path, err, len(batch))

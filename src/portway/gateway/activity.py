@@ -97,8 +97,13 @@ class Activity:
     held: dict[str, Any] = field(default_factory=dict)
     retry_held: Callable[[], None] | None = None
 
-    def settle(self) -> None:
-        pending, self.pending = self.pending, []
+    def settle(self, limit: int | None = None) -> None:
+        """Count the pending work (at most `limit` items, the oldest) and log it."""
+        pending = self.pending
+        if limit is None or len(pending) <= limit:
+            self.pending = []
+        else:
+            pending, self.pending = pending[:limit], pending[limit:]
         if not pending:
             return
         wall_offset = time.time() - time.perf_counter()

@@ -25,6 +25,8 @@ from .wake import Held, NothingToWake, Waker, Wakes
 log = logging.getLogger("portway.gateway")
 
 SWEEP_S: Final = 0.25
+AWAKE_GRACE_S: Final = 5.0  # a woken instance serves this long at most before its Snapshot
+SETTLE_CHUNK: Final = 256  # finished requests counted and logged per turn of the loop
 # Markers in the outbox, after the data sent before them.
 _EOF: Final = object()
 _CLOSE: Final = object()
@@ -117,12 +119,12 @@ class Context:
         )
 
     def _with_awake(self, route: Route, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
-        extra = [e for g, e in self.awake.values() if g == route.group and e not in endpoints]
+        extra = [e for g, e, _ in self.awake.values() if g == route.group and e not in endpoints]
         return (*endpoints, *extra) if extra else endpoints
 
     def _awake(self, group: str, endpoint: Endpoint) -> None:
         if endpoint.instance not in self.eligible:
-            self.awake[endpoint.instance] = (group, endpoint)
+            self.awake[endpoint.instance] = (group, endpoint, self.loop.time())
             self.eligible = self.eligible | {endpoint.instance}
 
     def applied(self, snapshot: Snapshot) -> None:
@@ -132,8 +134,12 @@ class Context:
         wakes = self.wakes
         before = wakes.asleep
         wakes.applied(snapshot)
-        for instance in [i for i in self.awake if i not in wakes.asleep]:
-            del self.awake[instance]  # the Snapshot has caught up: running, or not at all
+        # Until the Snapshot has caught up (it says running), within a bound: a woken
+        # instance that died before its state was written must not stay eligible.
+        late = self.loop.time() - AWAKE_GRACE_S
+        for instance, (_g, _e, since) in list(self.awake.items()):
+            if instance in self.eligible or since < late:
+                del self.awake[instance]
         if self.awake:
             self.eligible = self.eligible | frozenset(self.awake)
         for instance in before ^ wakes.asleep:
@@ -158,7 +164,11 @@ class Context:
     # they keep their order.
 
     def send(self, transport: Any, data: bytes) -> None:
-        self._queue(transport, data)
+        # _queue, inlined: twice per request.
+        self._outbox.append((transport, data))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_outbox)
 
     def _queue(self, transport: Any, item: object) -> None:
         self._outbox.append((transport, item))
@@ -197,7 +207,10 @@ class Context:
         """Keep `conn` for reuse if the instance may still take work and there is room."""
         if self.closing or endpoint.instance not in self.eligible:
             return False
-        idle = self.pool.setdefault((endpoint.host, endpoint.port), [])
+        key = (endpoint.host, endpoint.port)
+        idle = self.pool.get(key)
+        if idle is None:
+            idle = self.pool[key] = []  # not setdefault: no list made on every call
         if len(idle) >= self.limits.pool_per_endpoint:
             return False
         conn.deadline = self.loop.time() + self.limits.pool_idle_s
@@ -234,14 +247,26 @@ class Context:
         try:
             while True:
                 await asyncio.sleep(SWEEP_S)
-                self._sweep_once()
+                await self._settle()
+                self._expire()
         finally:
             self.activity.settle()
             self.access_log.flush()
 
-    def _sweep_once(self) -> None:
-        self.activity.settle()
-        self.access_log.flush()
+    async def _settle(self) -> None:
+        """Count and log the requests finished since the last sweep, a chunk at a time with a
+        turn of the loop in between. At 20,000 requests a second a sweep's worth is 5,000
+        entries, tens of milliseconds that would otherwise hold every connection at once
+        (they were the gateway's p99). Work finished meanwhile waits for the next sweep."""
+        activity, access_log = self.activity, self.access_log
+        for _ in range(len(activity.pending) // SETTLE_CHUNK + 1):
+            activity.settle(SETTLE_CHUNK)
+            access_log.flush()
+            if not activity.pending:
+                return
+            await asyncio.sleep(0)
+
+    def _expire(self) -> None:
         now = self.loop.time()
         if self.wakes.held:
             self.wakes.expire(now)

@@ -96,7 +96,7 @@ class Wakes:
         # Woken instances that serve before a Snapshot says they run: instance -> (group,
         # endpoint). The wake's state is written after the instance can serve (a thaw takes
         # microseconds, the commit milliseconds), so held work does not wait for the write.
-        self.awake: dict[str, tuple[str, Endpoint]] = {}
+        self.awake: dict[str, tuple[str, Endpoint, float]] = {}  # ... and since (loop time)
         self.on_wake = on_wake  # (route, instance, seconds, ok): the metrics
         self.on_awake = on_awake  # (group, instance): it serves before the Snapshot says so
         self._retry_scheduled = False

@@ -18,7 +18,7 @@ the same pass (the prototype measured header rewriting as the dearest part of a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 MAX_TARGET: Final = 8 * 1024  # longer → 414
 MAX_HEAD: Final = 64 * 1024  # request line and fields together; larger → 431
@@ -61,7 +61,7 @@ class RequestHead:
 
     size = 0
     count = 0
-    host: bytes | None = None
+    host_field: bytes | None = None  # the Host field as the client sent it
     hosts = 0
     chunked = False
     content_length: int | None = None
@@ -86,7 +86,7 @@ class RequestHead:
             self._framing_or_hop(lname, value)
         elif lname == b"host":
             self.hosts += 1
-            self.host = value
+            self.host_field = value
         elif lname == b"x-forwarded-for":
             previous = self.forwarded_for
             self.forwarded_for = value if previous is None else b"%s, %s" % (previous, value)
@@ -113,11 +113,11 @@ class RequestHead:
         """Check the whole head once every field is in; returns the normalized host name."""
         if self.hosts > 1:
             raise Refused(400, "more than one Host field")
-        if self.host is None:
+        if self.host_field is None:
             if version == "1.1":
                 raise Refused(400, "no Host field")
             return b""
-        return normalize_host(self.host)
+        return normalize_host(self.host_field)
 
     def drop_connection_listed(self) -> None:
         """Fields the client's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1)."""
@@ -161,7 +161,7 @@ def upstream_head(
 ) -> bytes:
     """The request head the instance sees, as one bytes object (one write)."""
     forwarded = client_ip if head.forwarded_for is None else head.forwarded_for + b", " + client_ip
-    original_host = head.host if head.host is not None else host
+    original_host = head.host_field if head.host_field is not None else host
     return b"".join(
         (
             b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, original_host),
@@ -278,3 +278,72 @@ def parse_response_head(raw: bytes) -> ResponseHead:
 def response_head(head: ResponseHead, extra: bytes) -> bytes:
     """The head the client gets: the instance's, then the gateway's framing lines."""
     return b"%s\r\n%s\r\n" % (head.kept, extra)
+
+
+# How an instance response's body reaches the client.
+NO_BODY, AS_IS, RECHUNK = 0, 1, 2
+# What `client_head` is told about the exchange, as bits of one int (a cheap memo key).
+HEAD_REQUEST, CLIENT_HTTP10, CLOSING = 1, 2, 4
+
+
+class ClientHead(NamedTuple):
+    """A final response head as the client gets it, and how its body follows."""
+
+    head: bytes
+    body_mode: int  # NO_BODY, AS_IS or RECHUNK
+    until_close: bool  # the body ends when the instance closes
+    close: bool  # the client connection closes after this response
+
+
+# Heads already rewritten, by the instance's head, then by `client_head`'s flags. An instance
+# sends the same head again and again (only `Date` changes, once a second), so nearly every
+# response is a dict lookup instead of a parse. Bounded: emptied when full.
+_MEMO: Final[dict[bytes, list[ClientHead | None]]] = {}
+MEMO_SIZE: Final = 256
+
+
+def client_head(raw: bytes, status: int, flags: int) -> ClientHead:
+    """The head of a final (status >= 200, not 101) response for the client, from the
+    instance's `raw` head (blank line included, accepted by llhttp) and `flags`:
+    HEAD_REQUEST (the request was HEAD), CLIENT_HTTP10 (the client speaks HTTP/1.0),
+    CLOSING (the client connection closes after this response, whatever the instance says)."""
+    known = _MEMO.get(raw)
+    if known is not None:
+        hit = known[flags]
+        if hit is not None:
+            return hit
+    else:
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()
+        known = _MEMO[raw] = [None] * 8
+    made = known[flags] = _client_head(parse_response_head(raw), status, flags)
+    return made
+
+
+def _client_head(response: ResponseHead, status: int, flags: int) -> ClientHead:
+    close = bool(flags & CLOSING)
+    http10 = bool(flags & CLIENT_HTTP10)
+    until_close = False
+    if flags & HEAD_REQUEST or status in (204, 304):
+        body_mode = NO_BODY
+        extra = b""
+        if response.content_length is not None and status != 204:
+            extra = b"Content-Length: %s\r\n" % response.content_length
+    elif response.content_length is not None:
+        body_mode = AS_IS
+        extra = b"Content-Length: %s\r\n" % response.content_length
+    else:
+        # Neither length nor chunked: the body ends when the instance closes (RFC 9112 §6.3).
+        until_close = not response.chunked
+        if not http10:
+            body_mode = RECHUNK
+            extra = b"Transfer-Encoding: chunked\r\n"
+        else:
+            body_mode = AS_IS
+            extra = b""
+            close = True  # an HTTP/1.0 client learns the end of the body by the close
+    if close:
+        extra += b"Connection: close\r\n"
+    elif http10:
+        extra += b"Connection: keep-alive\r\n"
+    return ClientHead(response_head(response, extra), body_mode, until_close, close)

@@ -39,17 +39,23 @@ from ..activity import (
     REJECT_WAKE,
     Activity,
 )
-from ..balancer import Verdict
+from ..balancer import Verdict, least_loaded
 from ..context import Context
 from ..wake import Held
 from .head import (
+    AS_IS,
+    CLIENT_HTTP10,
+    CLOSING,
+    HEAD_REQUEST,
     IDEMPOTENT,
     MAX_HEAD,
     MAX_RESPONSE_HEAD,
     MAX_TARGET,
+    RECHUNK,
     Refused,
     RequestHead,
     authority,
+    client_head,
     normalize_host,
     origin_form,
     parse_response_head,
@@ -68,24 +74,23 @@ MAX_PIPELINE: Final = 16  # queued requests before the client is made to wait
 MAX_PENDING_BODY: Final = 1 << 20  # body bytes kept while the instance connection opens
 CHUNK_END: Final = b"0\r\n\r\n"
 
-# How an instance response's body reaches the client.
-NO_BODY, AS_IS, RECHUNK = 0, 1, 2
-
 
 class _HeadDone(Exception):
     """A response to HEAD ends with its head, whatever Content-Length says; llhttp cannot be
     told, so parsing stops here and the connection gets a fresh parser."""
 
 
-class Exchange:
+class Exchange(RequestHead):
     """One request and its response, from the first byte of the request.
 
-    The state starts as class attributes and an instance only stores what differs: making one
-    of these per request is on the hot path, and most requests change a handful of fields."""
+    It is its own request head (`RequestHead`'s fields and checks, inherited): one object per
+    request instead of two. The state starts as class attributes and an instance only stores
+    what differs: making one of these per request is on the hot path, and most requests change
+    a handful of fields."""
 
     method = b""
     target = b""
-    host = b""
+    host = b""  # normalized, from the target or the Host field
     version = "1.1"
     keep_alive = True
     head_done = False
@@ -116,7 +121,7 @@ class Exchange:
     def __init__(self, client: ClientConnection, started: float) -> None:
         self.client = client
         self.started = started
-        self.head = RequestHead()
+        self.lines = []
 
     def account(self, activity: Activity, wall_offset: float) -> Entry:
         """Count the exchange (Activity.settle calls this) and return its access-log entry."""
@@ -161,8 +166,7 @@ class Exchange:
     def must_close(self) -> bool:
         """Whether the client connection ends with this exchange's response: the client asked,
         or part of its request body is still unread."""
-        head = self.head
-        body_left = not self.request_done and (head.chunked or bool(head.content_length))
+        body_left = not self.request_done and (self.chunked or bool(self.content_length))
         return not self.keep_alive or body_left
 
 
@@ -200,6 +204,19 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.watched.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None or self.upgrading or self.dead or len(data) > SLICE:
+            self._unusual_read(data)
+            return
+        # _feed, inlined: a whole request in one read is the common case.
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+            self._parse_failed(err, data)
+            return
+        if self.in_head or self.parsing is not None:
+            self._parsed(len(data))
+
+    def _unusual_read(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.ctx.send(self.tunnel.transport, data)
             return
@@ -207,9 +224,6 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel_data.append(data)  # for the new protocol, once the instance agrees
             return
         if self.dead:
-            return
-        if len(data) <= SLICE:
-            self._feed(data)
             return
         # Big reads are parsed a slice at a time so the limits below act before llhttp has
         # run through (and the proxy forwarded) a whole oversized request.
@@ -224,33 +238,38 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgraded(data[upgrade.args[0] :])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+            self._parse_failed(err, data)
             return
-        except httptools.HttpParserCallbackError as err:
+        self._parsed(len(data))
+
+    def _parse_failed(self, err: Exception, data: bytes) -> None:
+        if isinstance(err, httptools.HttpParserUpgrade):
+            self._upgraded(data[err.args[0] :])
+        elif isinstance(err, httptools.HttpParserCallbackError):
             cause = err.__context__
             if isinstance(cause, Refused):
                 self._refuse(cause.status, cause.reason)
             else:
                 log.error("request callback failed", exc_info=cause)
                 self._refuse(500, "internal error")
-            return
-        except httptools.HttpParserInvalidMethodError:
+        elif isinstance(err, httptools.HttpParserInvalidMethodError):
             self._refuse(501, "unknown method")
-            return
-        except httptools.HttpParserError as err:
+        else:
             self._refuse(400, str(err))
-            return
+
+    def _parsed(self, size: int) -> None:
+        """The limits llhttp does not know, checked after each slice it parsed."""
         if self.in_head:
-            self.head_bytes += len(data)
+            self.head_bytes += size
             if self.head_bytes > MAX_HEAD + SLICE:
                 self._refuse(431, "request header fields too large")
             return
         exchange = self.parsing
-        if exchange is not None and exchange.head.chunked and exchange.head_done:
+        if exchange is not None and exchange.chunked and exchange.head_done:
             # Chunk framing beyond sizes and CRLFs is extensions, which are dropped: a client
             # sending kilobytes of them is refused (RFC 9112 §7.1.1 asks for a limit).
-            exchange.wire += len(data)
+            exchange.wire += size
             framing = exchange.wire - exchange.body_bytes
             if framing > MAX_CHUNK_FRAMING + CHUNK_LINE * exchange.chunks:
                 self._refuse(400, "chunk extensions too long")
@@ -331,7 +350,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.parsing
         assert exchange is not None
         if not exchange.head_done:  # after the head: trailer fields, which are not forwarded
-            exchange.head.add(name, value)
+            exchange.add(name, value)
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing
@@ -341,16 +360,16 @@ class ClientConnection(asyncio.Protocol):
         exchange.method = parser.get_method()
         exchange.version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive() and not self.ctx.closing
-        head = exchange.head
+        head = exchange
         if exchange.version not in ("1.1", "1.0"):
             raise Refused(505, f"HTTP/{exchange.version} is not supported")
         if exchange.method == b"CONNECT":
             raise Refused(501, "CONNECT is not supported")
-        if head.host is not None and head.host == self.last_host and head.hosts == 1:
+        if head.host_field is not None and head.host_field == self.last_host and head.hosts == 1:
             host = self.last_normalized  # keep-alive clients send the same Host every time
         else:
             host = head.finish(exchange.version)
-            self.last_host, self.last_normalized = head.host, host
+            self.last_host, self.last_normalized = head.host_field, host
         if exchange.target[:1] == b"/":
             exchange.host = host
         else:
@@ -378,7 +397,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.body_bytes += len(body)
         if exchange.body_bytes > self.ctx.limits.max_body_bytes:
             raise Refused(413, "request body too large")
-        if exchange.head.chunked:
+        if exchange.chunked:
             body = b"%x\r\n%s\r\n" % (len(body), body)
         upstream = exchange.upstream
         if upstream is not None:
@@ -394,7 +413,7 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         self.parsing = None
         exchange.request_done = True
-        if exchange.head.chunked:
+        if exchange.chunked:
             upstream = exchange.upstream
             if upstream is not None:
                 self.ctx.send(upstream.transport, CHUNK_END)
@@ -427,32 +446,46 @@ class ClientConnection(asyncio.Protocol):
     def _choose(self, exchange: Exchange) -> None:
         route = exchange.route
         assert route is not None
-        endpoints = route.endpoints
-        if exchange.tried:
-            endpoints = tuple(e for e in endpoints if e.instance not in exchange.tried)
-            if not endpoints:
-                self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
-                return
         ctx = self.ctx
-        decision = ctx.decide(route, endpoints)
-        if decision.verdict is Verdict.DISPATCH:
-            endpoint = decision.endpoint
+        endpoints = route.endpoints
+        endpoint: Endpoint | None
+        if route.standby or exchange.tried or ctx.wakes.waking or ctx.awake:
+            if exchange.tried:
+                endpoints = tuple(e for e in endpoints if e.instance not in exchange.tried)
+                if not endpoints:
+                    self._answer(
+                        exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection"
+                    )
+                    return
+            decision = ctx.decide(route, endpoints)
+            verdict, endpoint = decision.verdict, decision.endpoint
+        elif endpoints:
+            # Nothing asleep or waking, so balancer.decide comes down to its rules 1, 3 and 4:
+            # the least loaded (ties at random), unless it is at the hard limit. Decided here,
+            # without the Decision it would allocate: this runs for every request.
+            endpoint, count = least_loaded(endpoints, ctx.activity.inflight, ctx.rng)
+            verdict = Verdict.DISPATCH if count < route.hard_limit else Verdict.AT_HARD_LIMIT
+        else:
+            verdict, endpoint = Verdict.NO_INSTANCE, None
+        if verdict is Verdict.DISPATCH:
             assert endpoint is not None
             exchange.endpoint = endpoint
-            ctx.activity.begin(endpoint.instance)
-            conn = ctx.take_idle(endpoint)
-            if conn is not None:
-                conn.attach(exchange)
+            # Activity.begin and Context.take_idle, inlined (the request path's hottest lines).
+            inflight = ctx.activity.inflight
+            inflight[endpoint.instance] = inflight.get(endpoint.instance, 0) + 1
+            idle = ctx.pool.get((endpoint.host, endpoint.port))
+            if idle:
+                idle.pop().attach(exchange)
             else:
                 ctx.spawn(self._connect(exchange, endpoint))
-        elif decision.verdict is Verdict.WAKE:
+        elif verdict is Verdict.WAKE:
             exchange.held = ctx.hold(
                 route,
                 exchange.held,
                 lambda: self._resume(exchange),
                 lambda why: self._wake_failed(exchange, why),
             )
-        elif decision.verdict is Verdict.AT_HARD_LIMIT:
+        elif verdict is Verdict.AT_HARD_LIMIT:
             ctx.activity.reject(route, REJECT_HARD_LIMIT)
             self._answer(
                 exchange,
@@ -530,18 +563,29 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, exchange: Exchange, close: bool) -> None:
         """The response to the front exchange is written: count it, log it, go on."""
-        if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
         exchange.upstream = None
         endpoint = exchange.endpoint
+        activity = self.ctx.activity
         if endpoint is not None:
-            self.ctx.activity.end(endpoint.instance)
-        self._log(exchange)
+            # Activity.end, inlined.
+            inflight = activity.inflight
+            left = inflight.get(endpoint.instance, 0) - 1
+            if left > 0:
+                inflight[endpoint.instance] = left
+            else:
+                inflight.pop(endpoint.instance, None)
+        # _log, inlined.
+        exchange.finished = time.perf_counter()
+        exchange.port = self.port
+        activity.pending.append(exchange)
         if (
             close
             or not exchange.keep_alive
-            or self.ends_after_front
-            or (self.client_eof and not self.queue)
+            or (self.dead and self.ends_after_front)
+            or (self.client_eof and not queue)
         ):
             self.dead = True
             self.ctx.send_close(self.transport)
@@ -705,7 +749,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.client = client
         exchange.upstream = self
         exchange.served = self.endpoint
-        head = exchange.head
+        head = exchange
         if head.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif head.content_length is not None:
@@ -858,12 +902,12 @@ class UpstreamConnection(asyncio.Protocol):
         exchange, client = self.exchange, self.client
         assert exchange is not None and client is not None
         status = self.parser.get_status_code()
-        end = self.raw.find(b"\r\n\r\n") + 4
-        response = parse_response_head(self.raw[:end])
-        self.raw = self.raw[end:]  # an interim response may be followed by the final one
-        if status < 200 and status != 101:
-            if exchange.version == "1.1":  # interim (100 Continue): the client may need it
-                self.out.append(response_head(response, b""))
+        raw = self.raw
+        end = raw.find(b"\r\n\r\n") + 4
+        head = raw[:end]
+        self.raw = raw[end:]  # an interim response may be followed by the final one
+        if status < 200 or status == 101:
+            self._interim_or_switch(exchange, status, head)
             return
         self.raw = b""
         self.deadline = 0.0
@@ -871,43 +915,43 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.response_started = True
         # Read now: once the message is complete llhttp has reset for the next one.
         self.keep_alive = self.parser.should_keep_alive()
-        if status == 101:
-            extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.head.upgrade or b"")
-            self.out.append(response_head(response, extra))
-            return
-        if exchange.head.upgrade is not None and client.upgrading:
+        if exchange.upgrade is not None and client.upgrading:
             client.upgrade_refused()
-        close = not exchange.keep_alive or client.ends_after_front or self.ctx.closing
-        no_body = exchange.method == b"HEAD" or status in (204, 304)
-        if no_body:
-            self.body_mode = NO_BODY
-            extra = b""
-            if response.content_length is not None and status != 204:
-                extra = b"Content-Length: %s\r\n" % response.content_length
-        elif response.content_length is not None:
-            self.body_mode = AS_IS
-            self.until_close = False
-            extra = b"Content-Length: %s\r\n" % response.content_length
-        else:
-            # Neither length nor chunked: the body ends when the instance closes (RFC 9112 §6.3).
-            self.until_close = not response.chunked
-            if exchange.version == "1.1":
-                self.body_mode = RECHUNK
-                extra = b"Transfer-Encoding: chunked\r\n"
-            else:
-                self.body_mode = AS_IS
-                extra = b""
-                close = True  # an HTTP/1.0 client learns the end of the body by the close
-        if exchange.held is not None:
-            extra += b"X-Portway-Wake-Ms: %.3f\r\n" % (exchange.waited * 1000)
-        if close:
-            extra += b"Connection: close\r\n"
-            exchange.keep_alive = False
-        elif exchange.version == "1.0":
-            extra += b"Connection: keep-alive\r\n"
-        self.out.append(response_head(response, extra))
+        flags = CLOSING if (not exchange.keep_alive or self.ctx.closing) else 0
+        if client.dead and flags == 0 and client.ends_after_front:
+            flags = CLOSING
+        if exchange.version == "1.0":
+            flags |= CLIENT_HTTP10
         if exchange.method == b"HEAD":
+            flags |= HEAD_REQUEST
+        made = client_head(head, status, flags)
+        self.body_mode = made.body_mode
+        self.until_close = made.until_close
+        if made.close:
+            exchange.keep_alive = False
+        if exchange.held is None:
+            self.out.append(made.head)
+        else:  # held for a wake: say how long (the head ends with its blank line)
+            wake = b"X-Portway-Wake-Ms: %.3f\r\n\r\n" % (exchange.waited * 1000)
+            self.out.append(made.head[:-2] + wake)
+        if flags & HEAD_REQUEST:
             raise _HeadDone
+
+    def _interim_or_switch(self, exchange: Exchange, status: int, head: bytes) -> None:
+        """An interim response (100 Continue ...), passed on to an HTTP/1.1 client, or the
+        instance's 101 to an Upgrade request."""
+        response = parse_response_head(head)
+        if status != 101:
+            if exchange.version == "1.1":  # the client may need it
+                self.out.append(response_head(response, b""))
+            return
+        self.raw = b""
+        self.deadline = 0.0
+        exchange.status = status
+        exchange.response_started = True
+        self.keep_alive = self.parser.should_keep_alive()
+        extra = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (exchange.upgrade or b"")
+        self.out.append(response_head(response, extra))
 
     def on_body(self, body: bytes) -> None:
         if self.body_mode == RECHUNK:
@@ -934,10 +978,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw = b""
         if exchange.method == b"HEAD":
             self.parser = httptools.HttpResponseParser(self)
-        if reusable and self.ctx.put_idle(self.endpoint, self):
+        ctx = self.ctx
+        if reusable and ctx.put_idle(self.endpoint, self):
             self.reused = True
         else:
-            self.ctx.send_close(self.transport)
+            ctx.send_close(self.transport)
         client._finish(exchange, not exchange.keep_alive)
 
     def _broken(self, why: str) -> None:
