@@ -643,7 +643,8 @@ class InstanceController:
         """Under the instance's lock, from standby."""
         uuid = instance.uuid
         self._frozen.discard(uuid)
-        if self._driver.usage(uuid).liveness is not Liveness.GONE:
+        # Only a frozen tree is thawed: a live one is a stateless standby still stopping.
+        if self._driver.usage(uuid).liveness is Liveness.FROZEN:
             await self._driver.thaw(uuid)
             self._call_ready_hook(uuid)
             await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
