@@ -4,10 +4,14 @@ the embedded defaults (so `portway up` with nothing else works)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import platformdirs
+
+T = TypeVar("T")
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 7420
@@ -72,12 +76,14 @@ def load(
     port = api_port if api_port is not None else int(env.get("PORTWAY_API_PORT", DEFAULT_API_PORT))
     if port_offset is None:
         raw = env.get("PORTWAY_PORT_OFFSET")
-        port_offset = int(raw) if raw else default_port_offset()
+        port_offset = _env_number("PORTWAY_PORT_OFFSET", raw, int) if raw else None
+        port_offset = default_port_offset() if port_offset is None else port_offset
     if not 0 <= port_offset <= 65535 - 443:
         raise ValueError(f"port offset {port_offset} is out of range (0-{65535 - 443})")
     if wake_timeout_s is None:
         raw = env.get("PORTWAY_WAKE_TIMEOUT_S")
-        wake_timeout_s = float(raw) if raw else DEFAULT_WAKE_TIMEOUT_S
+        wake_timeout_s = _env_number("PORTWAY_WAKE_TIMEOUT_S", raw, float) if raw else None
+        wake_timeout_s = DEFAULT_WAKE_TIMEOUT_S if wake_timeout_s is None else wake_timeout_s
     if not 0 < wake_timeout_s <= 3600:
         raise ValueError(f"wake timeout {wake_timeout_s} s is out of range (0-3600 s)")
     return Settings(
@@ -89,3 +95,11 @@ def load(
         port_offset=port_offset,
         wake_timeout_s=wake_timeout_s,
     )
+
+
+def _env_number(name: str, raw: str, kind: Callable[[str], T]) -> T:
+    """`raw` (the value of variable `name`) as a number, or an error that names the variable."""
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None

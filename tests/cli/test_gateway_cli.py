@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
@@ -33,3 +34,30 @@ def test_up_refuses_a_port_offset_out_of_range(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "port offset 65500 is out of range" in result.output
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "3601"])
+def test_up_refuses_a_wake_timeout_out_of_range(tmp_path: Path, timeout: str) -> None:
+    result = runner.invoke(
+        app, ["up", "--data-dir", str(tmp_path), "--port", "0", "--wake-timeout", timeout]
+    )
+    assert result.exit_code == 1
+    assert f"wake timeout {float(timeout)} s is out of range" in result.output
+
+
+def test_up_refuses_a_wake_timeout_that_is_not_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORTWAY_WAKE_TIMEOUT_S", "soon")
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 1
+    assert "PORTWAY_WAKE_TIMEOUT_S='soon' is not a number" in result.output
+
+
+def test_up_refuses_a_port_offset_that_is_not_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORTWAY_PORT_OFFSET", "8k")
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 1
+    assert "PORTWAY_PORT_OFFSET='8k' is not a number" in result.output
