@@ -63,8 +63,7 @@ class TcpClient(asyncio.Protocol):
         if peer:
             self.client_ip = peer[0]
         self.host = self.server_name(transport.get_extra_info("ssl_object"))
-        listener = self.ctx.snapshot.listeners.get(self.port)
-        self.route = listener.route(self.host) if listener is not None else None
+        self.route = self._current_route()
         if self.route is None:
             self.ctx.activity.reject(None, REJECT_NO_ROUTE)
             self._log("no_route")
@@ -95,13 +94,17 @@ class TcpClient(asyncio.Protocol):
         ctx.activity.tcp_open.setdefault(endpoint.instance, set()).add(self)
         ctx.spawn(self._connect(endpoint))
 
+    def _current_route(self) -> Route | None:
+        """The route for this connection's name in the Snapshot in place now."""
+        listener = self.ctx.snapshot.listeners.get(self.port)
+        return listener.route(self.host) if listener is not None else None
+
     def _resume(self) -> None:
         """Held for a wake, now routed again with the current Snapshot."""
         if self.closed or self.held is None:
             return
         self.waited = self.held.waited_s
-        listener = self.ctx.snapshot.listeners.get(self.port)
-        route = listener.route(self.host) if listener is not None else None
+        route = self._current_route()
         if route is None:
             self._refuse(REJECT_NO_ROUTE)
             return

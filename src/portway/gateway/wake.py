@@ -12,8 +12,8 @@ Concurrent arrivals share wakes: a group gets one more wake only when the work h
 more than the wakes under way can take at the soft limit (`more_wakes_needed`), so 50 first
 requests to a sleeping group start one wake, not 50.
 
-Control does the waking (the `Waker` it implements); the gateway only asks and waits for the
-Snapshot that says the instance runs.
+Control does the waking (the `Waker` it implements) and says when the instance can serve, which
+is before the Snapshot that says it runs: until then the gateway counts it as `awake`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ log = logging.getLogger("portway.gateway")
 class Waker(Protocol):
     def wake(self, user: str, instance: str) -> asyncio.Future[bool]:
         """Start waking `instance` (of `user`) out of standby. The future is True once the
-        instance runs and the Snapshot saying so has been applied, False if the wake failed
-        (the instance's state and log say why)."""
+        instance can serve (the Snapshot saying it runs may come a little later), False if
+        the wake failed (the instance's state and log say why)."""
 
 
 class NothingToWake:
