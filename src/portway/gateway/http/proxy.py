@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import httptools
 
-from ...model.snapshot import Endpoint, Route
+from ...model.snapshot import Endpoint, Listener, Route
 from ..accesslog import Entry
 from ..activity import (
     REJECT_BAD_REQUEST,
@@ -182,6 +182,11 @@ class ClientConnection(asyncio.Protocol):
         self.client_eof = False  # the client half-closed: close once its answers are out
         self.last_host: bytes | None = None  # the Host of the previous request, and as routed
         self.last_normalized = b""
+        # The route of the previous request: the listener it came from (kept alive here, so
+        # identity means the same snapshot), the host object and the route.
+        self.routed_on: Listener | None = None
+        self.routed_host: bytes | None = None
+        self.routed_to: Route | None = None
         self.upgrading = False  # an Upgrade request waits for the instance's answer
         self.tunnel_data: list[bytes] = []
         self.write_paused = False
@@ -419,7 +424,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, exchange: Exchange) -> None:
         listener = self.ctx.snapshot.listeners.get(self.port)
-        route = listener.route(exchange.host.decode("ascii")) if listener is not None else None
+        host = exchange.host
+        if listener is self.routed_on and host is self.routed_host:
+            # Same listener (so the same snapshot) and the same Host object as the previous
+            # request (keep-alive, see on_headers_complete): the same route.
+            route = self.routed_to
+        else:
+            route = listener.route(host.decode("ascii")) if listener is not None else None
+            self.routed_on, self.routed_host, self.routed_to = listener, host, route
         if route is None:
             self.ctx.activity.reject(None, REJECT_NO_ROUTE)
             shown = exchange.host.decode("ascii", "replace") or "(none)"
@@ -878,8 +890,8 @@ class UpstreamConnection(asyncio.Protocol):
         raw = self.raw
         end = raw.find(b"\r\n\r\n") + 4
         head = raw[:end]
-        self.raw = raw[end:]  # an interim response may be followed by the final one
         if status < 200 or status == 101:
+            self.raw = raw[end:]  # an interim response may be followed by the final one
             self._interim_or_switch(exchange, status, head)
             return
         self.raw = b""
