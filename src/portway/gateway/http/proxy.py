@@ -357,29 +357,31 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         self.in_head = False
         parser = self.parser
-        exchange.method = parser.get_method()
-        exchange.version = parser.get_http_version()
+        exchange.method = method = parser.get_method()
+        exchange.version = version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive() and not self.ctx.closing
-        head = exchange
-        if exchange.version not in ("1.1", "1.0"):
-            raise Refused(505, f"HTTP/{exchange.version} is not supported")
-        if exchange.method == b"CONNECT":
+        if version != "1.1" and version != "1.0":
+            raise Refused(505, f"HTTP/{version} is not supported")
+        if method == b"CONNECT":
             raise Refused(501, "CONNECT is not supported")
-        if head.host_field is not None and head.host_field == self.last_host and head.hosts == 1:
+        host_field = exchange.host_field
+        if host_field is not None and host_field == self.last_host and exchange.hosts == 1:
             host = self.last_normalized  # keep-alive clients send the same Host every time
         else:
-            host = head.finish(exchange.version)
-            self.last_host, self.last_normalized = head.host_field, host
-        if exchange.target[:1] == b"/":
+            host = exchange.finish(version)
+            self.last_host, self.last_normalized = host_field, host
+        target = exchange.target
+        if target[:1] == b"/":
             exchange.host = host
         else:
-            named = authority(exchange.target)
+            named = authority(target)
             exchange.host = normalize_host(named) if named is not None else host
-            exchange.target = origin_form(exchange.target, exchange.method)
-        if head.content_length is not None and head.content_length > self.ctx.limits.max_body_bytes:
+            exchange.target = origin_form(target, method)
+        length = exchange.content_length
+        if length is not None and length > self.ctx.limits.max_body_bytes:
             raise Refused(413, "request body too large")
-        if head.connection:
-            head.drop_connection_listed()
+        if exchange.connection:
+            exchange.drop_connection_listed()
         exchange.head_done = True
         exchange.received_us = int(time.time() * 1_000_000)
         if self.queue[0] is exchange:
@@ -734,19 +736,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.client = client
         exchange.upstream = self
         exchange.served = self.endpoint
-        head = exchange
-        if head.chunked:
+        if exchange.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
-        elif head.content_length is not None:
-            framing = b"Content-Length: %d\r\n" % head.content_length
+        elif exchange.content_length is not None:
+            framing = b"Content-Length: %d\r\n" % exchange.content_length
         else:
             framing = b""
-        if head.upgrade is not None:
-            framing += b"Connection: upgrade\r\nUpgrade: %s\r\n" % head.upgrade
+        if exchange.upgrade is not None:
+            framing += b"Connection: upgrade\r\nUpgrade: %s\r\n" % exchange.upgrade
         request = upstream_head(
             exchange.method,
             exchange.target,
-            head,
+            exchange,
             client.client_ip,
             client.proto,
             exchange.host,
