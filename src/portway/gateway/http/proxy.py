@@ -65,6 +65,8 @@ from .responses import Outcome, error_response, outcome_response, redirect_respo
 log = logging.getLogger("portway.gateway")
 
 SLICE: Final = 16 * 1024  # the most llhttp parses before the limits are checked
+_DISPATCH: Final = Verdict.DISPATCH
+_AT_HARD_LIMIT: Final = Verdict.AT_HARD_LIMIT
 # Chunked bodies: framing bytes allowed beyond the data (one slice of head may be counted in).
 MAX_CHUNK_FRAMING: Final = 32 * 1024
 CHUNK_LINE: Final = 64  # per chunk: size, CRLFs and a short extension
@@ -456,6 +458,7 @@ class ClientConnection(asyncio.Protocol):
         route = exchange.route
         assert route is not None
         ctx = self.ctx
+        inflight = ctx.activity.inflight
         endpoints = route.endpoints
         endpoint: Endpoint | None
         if route.standby or exchange.tried:
@@ -472,15 +475,15 @@ class ClientConnection(asyncio.Protocol):
             # Nothing asleep to wake, so balancer.decide comes down to its rules 1, 3 and 4:
             # the least loaded (ties at random), unless it is at the hard limit. Decided here,
             # without the Decision it would allocate: this runs for every request.
-            endpoint, count = least_loaded(endpoints, ctx.activity.inflight, ctx.rng)
-            verdict = Verdict.DISPATCH if count < route.hard_limit else Verdict.AT_HARD_LIMIT
+            endpoint, count = least_loaded(endpoints, inflight, ctx.rng)
+            # The members as module constants: an Enum member lookup costs ~90 ns on 3.11.
+            verdict = _DISPATCH if count < route.hard_limit else _AT_HARD_LIMIT
         else:
             verdict, endpoint = Verdict.NO_INSTANCE, None
         if verdict is Verdict.DISPATCH:
             assert endpoint is not None
             exchange.endpoint = endpoint
             # Activity.begin and Context.take_idle, inlined (the request path's hottest lines).
-            inflight = ctx.activity.inflight
             inflight[endpoint.instance] = inflight.get(endpoint.instance, 0) + 1
             idle = ctx.pool.get((endpoint.host, endpoint.port))
             if idle:
