@@ -39,18 +39,27 @@ def least_loaded(
     endpoints: Sequence[Endpoint], inflight: Mapping[str, int], rng: Random
 ) -> tuple[Endpoint, int]:
     """The instance with the fewest in flight (uniform among ties), and that count.
-    `endpoints` must not be empty."""
-    best = [endpoints[0]]
-    low = inflight.get(endpoints[0].instance, 0)
+    `endpoints` must not be empty. One random draw when there is a tie, none otherwise; the
+    winner of a tie is the draw's pick among the tied, in `endpoints` order. No list is made:
+    this runs for every request."""
+    best = endpoints[0]
+    low = inflight.get(best.instance, 0)
+    ties = 1
     for endpoint in endpoints[1:]:
         count = inflight.get(endpoint.instance, 0)
         if count < low:
-            low, best = count, [endpoint]
+            low, best, ties = count, endpoint, 1
         elif count == low:
-            best.append(endpoint)
-    if len(best) == 1:
-        return best[0], low
-    return best[int(rng.random() * len(best))], low
+            ties += 1
+    if ties == 1:
+        return best, low
+    pick = int(rng.random() * ties)
+    for endpoint in endpoints:
+        if inflight.get(endpoint.instance, 0) == low:
+            if pick == 0:
+                return endpoint, low
+            pick -= 1
+    raise AssertionError("unreachable: the tied instances were counted above")
 
 
 def decide(
