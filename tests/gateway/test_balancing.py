@@ -8,6 +8,8 @@ the gateway keeps per instance carry over (they are keyed by instance, not by Sn
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
 import ssl
 import threading
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from portway.gateway.balancer import Verdict, decide
+from portway.gateway.context import Limits
 from portway.model.snapshot import Endpoint
 
 from .harness import (
@@ -240,3 +243,48 @@ def test_tcp_hard_limit_closes_at_once(tmp_path: Path) -> None:
         assert bes[0].requests == 1
         for conn in held:
             conn.close()
+
+
+# --- the soft limit and held work ---------------------------------------------------------------
+
+
+class NeverWakes:
+    """A waker whose wakes never end: held work can only be served by what already runs."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def wake(self, user: str, instance: str) -> asyncio.Future[bool]:
+        self.asked.append(instance)
+        return asyncio.get_running_loop().create_future()
+
+
+def test_work_held_at_the_soft_limit_goes_where_a_request_ends(tmp_path: Path) -> None:
+    with backends("a") as (a,), GatewayThread(tmp_path, Limits(wake_timeout_s=20)) as gw:
+        waker = NeverWakes()
+        assert gw.gateway is not None
+        wakes = gw.gateway.ctx.wakes
+        gw.call(lambda: setattr(wakes, "waker", waker))
+        asleep = Endpoint("uuid-z", "z", "127.0.0.1", 1)
+        r = dataclasses.replace(route("web", 80, [a.endpoint()], soft_limit=1), standby=(asleep,))
+        gw.apply(snapshot(1, http_listener(80, {"app.test": r})))
+        address = gw.address(80)
+        first: list[int] = []
+        holder = threading.Thread(target=lambda: first.append(http_get(address, "/hold")[0]))
+        holder.start()
+        gw.wait_inflight({"uuid-a": 1})
+        second: list[tuple[int, dict[str, str], bytes]] = []
+        waiter = threading.Thread(target=lambda: second.append(http_get(address, "/")))
+        waiter.start()
+        deadline = time.monotonic() + WAIT_S
+        while not waker.asked and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert waker.asked == ["uuid-z"]  # a at its soft limit: the second is held for a wake
+        released = time.monotonic()
+        a.release()
+        waiter.join(WAIT_S)
+        holder.join(WAIT_S)
+        # The wake never ends, so only the end of the first request can have sent it on.
+        assert time.monotonic() - released < 2.0
+        assert first == [200]
+        assert second and second[0][0] == 200 and second[0][2] == b"a"
