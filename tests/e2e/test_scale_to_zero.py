@@ -253,7 +253,8 @@ def test_idle_stateful_instance_freezes_within_cooldown_and_wakes(
     assert float(headers["X-Portway-Wake-Ms"]) > 0
     assert not _frozen(pid)
     assert _pid(daemon, uuid) == pid, "a stateful wake keeps the process"
-    assert _state(api, uuid)["state"] == "running"
+    # `running` is written just after the held request went on (RESUME_WRITE_AFTER_S).
+    _until(lambda: _state(api, uuid)["state"] == "running", timeout=1.0)
     assert _metric(daemon, "portway_instance_wake_seconds_count", name) == 1
     access_log = daemon.data_dir / "logs" / "access.log"
 
@@ -278,7 +279,7 @@ def test_idle_stateless_instance_stops_and_cold_starts(
     assert _state(api, uuid)["stop_reason"] == 39
     assert _get(daemon, fqdn)[:2] == (200, name)
     assert _pid(daemon, uuid) != pid
-    assert _state(api, uuid)["state"] == "running"
+    _until(lambda: _state(api, uuid)["state"] == "running", timeout=1.0)
 
 
 def test_fifty_first_requests_share_one_wake(
@@ -332,7 +333,7 @@ def test_idle_policy_keeps_a_silent_connection_and_its_next_bytes_wake(
         assert _state(api, uuid)["state"] == "standby"
         tls.sendall(b"again")
         assert tls.recv(100) == b"again"  # the same connection, answered after the wake
-        assert _state(api, uuid)["state"] == "running"
+        _until(lambda: _state(api, uuid)["state"] == "running", timeout=1.0)
         assert not _frozen(pid)
 
 

@@ -71,6 +71,11 @@ READY_POLL_MAX_S = 0.005
 READY_POLL_SLOW_S = 0.02
 READY_TIMEOUT_S = 120.0
 STANDBY_SETTLE_S = 30.0  # work that raced in before a standby gets this long to finish
+# After a thaw, the held work goes before the `running` write: that write is Python on the store
+# thread, which shares the interpreter with the gateway, and started at once it delayed the held
+# request's dispatch and connect by 0.2-1 ms (bench/wake.py). The gateway counts the instance as
+# awake meanwhile, so the only cost is that reads say `standby` for this long.
+RESUME_WRITE_AFTER_S = 0.002
 WAIT_FOREVER_S = 24 * 3600.0
 LOG_CAP_BYTES = 1 << 20  # per instance, kept across restarts
 LOG_DEFAULT_OFFSET = -(64 << 10)  # the last 64 KiB unless asked otherwise
@@ -617,6 +622,7 @@ class InstanceController:
                 await self._driver.thaw(uuid)
                 if ready is not None:
                     ready()
+                    await asyncio.sleep(RESUME_WRITE_AFTER_S)
                 resumed = await self._mutate_ref(
                     user, uuid, Event.RESUME, {"status": _status(stop_reason=None)}
                 )
@@ -634,10 +640,12 @@ class InstanceController:
             self._ready_hooks.pop(uuid, None)
         return waited.reached
 
-    def _call_ready_hook(self, uuid: str) -> None:
+    def _call_ready_hook(self, uuid: str) -> bool:
+        """Tell a waiting wake that the instance can serve; whether one was waiting."""
         hook = self._ready_hooks.pop(uuid, None)
         if hook is not None:
             hook()
+        return hook is not None
 
     async def _wake_one(self, instance: Instance) -> None:
         """Under the instance's lock, from standby."""
@@ -646,7 +654,8 @@ class InstanceController:
         # Only a frozen tree is thawed: a live one is a stateless standby still stopping.
         if self._driver.usage(uuid).liveness is Liveness.FROZEN:
             await self._driver.thaw(uuid)
-            self._call_ready_hook(uuid)
+            if self._call_ready_hook(uuid):
+                await asyncio.sleep(RESUME_WRITE_AFTER_S)
             await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
             return
         # Cold: the run that stopped for standby must be over before the next begins.
