@@ -542,6 +542,25 @@ def test_this_host_enforces_memory_when_it_has_a_memory_cgroup(auto_host: Proces
     assert auto_host.driver().enforces_memory
 
 
+def test_priming_migrations_leaves_the_daemon_where_it_is(auto_host: ProcessHost) -> None:
+    """prime_migration writes the daemon's pid into its own cgroup: on a host with cgroups
+    it does so (the write is allowed), and the daemon is in the same cgroups after."""
+    hierarchies = auto_host.hierarchies()
+    try:
+        if hierarchies.own is None:
+            pytest.skip("no cgroup hierarchy usable on this host: nothing to prime with")
+        before = Path("/proc/self/cgroup").read_text()
+        assert hierarchies.prime_migration()
+        assert Path("/proc/self/cgroup").read_text() == before
+        # A directory that does not list the daemon is never written to.
+        elsewhere = Hierarchies(None, False, None, None, own=auto_host.tmp_path)
+        (auto_host.tmp_path / "cgroup.procs").write_text("1\n")
+        assert not elsewhere.prime_migration()
+        assert (auto_host.tmp_path / "cgroup.procs").read_text() == "1\n"
+    finally:
+        hierarchies.release()
+
+
 # --- measurement --------------------------------------------------------------------------------
 
 
@@ -591,13 +610,17 @@ def test_parse_mounts_hybrid() -> None:
         v2=Path("/sys/fs/cgroup/unified"),
         v1_memory=Path("/sys/fs/cgroup/memory/sandbox/abc"),
         v1_freezer=Path("/sys/fs/cgroup/freezer"),
+        v2_own=Path("/sys/fs/cgroup/unified"),
     )
 
 
 def test_parse_mounts_pure_v2_and_container_bind_mounts() -> None:
     pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
     assert parse_mounts(pure, "0::/system.slice/portway.service\n") == Mounts(
-        v2=Path("/sys/fs/cgroup"), v1_memory=None, v1_freezer=None
+        v2=Path("/sys/fs/cgroup"),
+        v1_memory=None,
+        v1_freezer=None,
+        v2_own=Path("/sys/fs/cgroup/system.slice/portway.service"),
     )
     # A container sees only its own subtree of the hierarchy, mounted at the usual place.
     bound = "40 31 0:32 /docker/c1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"

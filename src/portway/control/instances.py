@@ -659,6 +659,7 @@ class InstanceController:
             await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
             return
         # Cold: the run that stopped for standby must be over before the next begins.
+        self._driver.expect_start(uuid)
         for task in (self._teardowns.get(uuid), self._runs.get(uuid)):
             if task is not None and not task.done():
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -82,6 +82,10 @@ class RuntimeDriver(Protocol):
 
     async def thaw(self, uuid: str) -> None: ...
 
+    def expect_start(self, uuid: str) -> None:
+        """A start of `uuid` is coming with work waiting on it (a cold wake): prepare the host
+        in the background so the start waits less. Never fails; may do nothing."""
+
     def notify(self, uuid: str) -> bool:
         """Tell the tree it is about to be scaled to zero: SIGWINCH to every process (its
         default action is nothing, so an app that does not listen is not harmed). False if

@@ -45,6 +45,7 @@ class Mounts:
     v2: Path | None  # the cgroup2 mount point
     v1_memory: Path | None  # the daemon's own cgroup directory in the v1 memory hierarchy
     v1_freezer: Path | None  # the same in the v1 freezer hierarchy
+    v2_own: Path | None = None  # the same in the cgroup2 hierarchy
 
 
 def _unescape(field: str) -> str:
@@ -67,14 +68,15 @@ def parse_mounts(mountinfo: str, self_cgroup: str) -> Mounts:
     only a subtree of its hierarchy (containers bind-mount their own cgroup), so the daemon's
     path from /proc/self/cgroup is taken relative to the mount's root field.
     """
-    own: dict[str, str] = {}  # v1 controller -> the daemon's path in that hierarchy
+    own: dict[str, str] = {}  # v1 controller ("" for cgroup2) -> the daemon's path in it
     for line in self_cgroup.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and parts[0] != "0":
+        if len(parts) == 3:
             for controller in parts[1].split(","):
                 own[controller] = parts[2]
 
     v2: Path | None = None
+    v2_own: Path | None = None
     v1: dict[str, Path] = {}
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
@@ -86,16 +88,17 @@ def parse_mounts(mountinfo: str, self_cgroup: str) -> Mounts:
         root, mount_point, fstype = _unescape(fields[3]), Path(_unescape(fields[4])), tail[0]
         if fstype == "cgroup2" and v2 is None:
             v2 = mount_point
+            v2_own = _own_dir(mount_point, root, own.get("", "/"))
         elif fstype == "cgroup":
             options = set(tail[2].split(","))
             for controller in ("memory", "freezer"):
                 if controller in options and controller not in v1:
                     v1[controller] = _own_dir(mount_point, root, own.get(controller, "/"))
-    return Mounts(v2=v2, v1_memory=v1.get("memory"), v1_freezer=v1.get("freezer"))
+    return Mounts(v2=v2, v1_memory=v1.get("memory"), v1_freezer=v1.get("freezer"), v2_own=v2_own)
 
 
 def _own_dir(mount_point: Path, mount_root: str, own_path: str) -> Path:
-    """The directory of the daemon's own cgroup below a v1 mount."""
+    """The directory of the daemon's own cgroup below a mount."""
     if mount_root != "/" and (own_path == mount_root or own_path.startswith(mount_root + "/")):
         own_path = own_path[len(mount_root) :]
     relative = own_path.strip("/")
@@ -174,6 +177,8 @@ class Hierarchies:
     v2_memory: bool  # memory.max is available below `v2`
     v1_memory: Path | None
     v1_freezer: Path | None
+    # The daemon's own cgroup directory in one of the hierarchies above (see prime_migration).
+    own: Path | None = None
 
     @staticmethod
     def none() -> Hierarchies:
@@ -199,6 +204,27 @@ class Hierarchies:
             v1_memory=self.v1_memory / uuid if self.v1_memory else None,
             v1_freezer=self.v1_freezer / uuid if self.v1_freezer else None,
         )
+
+    def prime_migration(self) -> bool:
+        """Move the daemon into the cgroup it is already in: a move that changes nothing, made
+        for its side effect. The first cgroup migration after a quiet spell waits for an RCU
+        grace period (~10 ms measured) while the kernel puts forks on their slow path; the
+        next ones within about a grace period do not wait. A cold wake calls this (on a
+        thread) before its bookkeeping, so that the new process's own joining of its cgroups
+        finds the wait over or under way instead of starting it (bench/wake.py: 4-6 ms less).
+        False if there was nothing to do it with, or the daemon is not listed where expected
+        (then nothing is written: a wrong path must never move the daemon)."""
+        if self.own is None:
+            return False
+        procs = self.own / "cgroup.procs"
+        pid = str(os.getpid())
+        try:
+            if pid not in _read(procs).split():
+                return False
+            _write(procs, pid)
+        except OSError:
+            return False
+        return True
 
     def populated_uuids(self) -> set[str]:
         """The uuids whose tracking cgroup holds at least one process, read from the host."""
@@ -268,7 +294,13 @@ def detect(namespace: str, *, use_v2: bool = True, use_v1: bool = True) -> Hiera
         candidate = mounts.v1_freezer / ROOT_NAME / namespace
         v1_freezer = candidate if _try_makedirs(candidate) else None
 
-    return Hierarchies(v2=v2, v2_memory=v2_memory, v1_memory=v1_memory, v1_freezer=v1_freezer)
+    # The daemon's own cgroup in a hierarchy the runs use: its cgroup.procs lists the daemon.
+    own = mounts.v1_memory if v1_memory else mounts.v1_freezer if v1_freezer else None
+    if own is None and v2 is not None:
+        own = mounts.v2_own
+    return Hierarchies(
+        v2=v2, v2_memory=v2_memory, v1_memory=v1_memory, v1_freezer=v1_freezer, own=own
+    )
 
 
 # --- one run's cgroups --------------------------------------------------------------------------

@@ -154,6 +154,9 @@ class FakeDriver:
         self.calls.append(("thaw", uuid))
         self._running(uuid).frozen = False
 
+    def expect_start(self, uuid: str) -> None:
+        self.calls.append(("expect_start", uuid))
+
     def notify(self, uuid: str) -> bool:
         self.calls.append(("notify", uuid))
         run = self.host.runs.get(uuid)

@@ -49,6 +49,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -544,6 +545,12 @@ class ProcessDriver:
 
     async def thaw(self, uuid: str) -> None:
         await self._thaw_run(self._require(uuid))
+
+    def expect_start(self, uuid: str) -> None:
+        # On a thread: the kernel makes the caller of the first migration wait (see there).
+        threading.Thread(
+            target=self.cgroups.prime_migration, name="cgroup-prime", daemon=True
+        ).start()
 
     def notify(self, uuid: str) -> bool:
         check_uuid(uuid)
