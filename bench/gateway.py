@@ -39,6 +39,11 @@ wrongly fails loudly instead of looking fast; wrk's non-2xx/3xx responses and so
 are counted in the tables and make the run fail. With several --runs, each figure is the
 median over runs and errors are summed.
 
+"cpu us/req" is the proxy's own CPU time (user + system, from /proc; nginx's workers
+included, the daemon alone for Portway) over the run, per request. Requests per second swing
+with the machine's load; this figure is steadier, and compares how much work each proxy does
+per request: at saturation a proxy's rps is about 1e6 / cpu us/req.
+
 Goals (Portway against HAProxy, same run): HTTP c=64 rps >= 0.8x with p99 <= 1.5x, HTTPS rps
 >= 0.7x, TCP 1 MB MB/s >= 0.8x. Portway/nginx ratios are reported without goals.
 
@@ -118,7 +123,7 @@ GOALS: tuple[tuple[str, str, float], ...] = (
     ("https-c64", "rps", 0.7),
     ("tcp-1mb", "mb_s", 0.8),
 )
-CEILINGS = {"p50_ms", "p99_ms"}  # lower is better
+CEILINGS = {"p50_ms", "p99_ms", "cpu_us"}  # lower is better
 
 # The backend: an nginx the platform runs as an instance of the `host` image. The daemon gives
 # HOST and PORT; the bench gives BENCH_DIR (where to write, removed at the end) and DOCROOT.
@@ -203,6 +208,9 @@ class Target:
     bases: dict[str, str]  # case key -> scheme://address:port; a missing case is not applicable
     server_name: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # case key -> why not measured
+    # The proxy's process, whose CPU time per request is measured (its worker children too:
+    # nginx). None: not measured (direct).
+    pid: int | None = None
 
 
 @dataclass
@@ -214,6 +222,7 @@ class WrkResult:
     mb_s: float  # wrk's Transfer/sec in MiB/s
     non_2xx: int  # wrk's "Non-2xx or 3xx responses"
     socket_errors: int  # connect + read + write + timeout
+    cpu_us: float | None = None  # the proxy's CPU time (user + system) per request
 
 
 @dataclass
@@ -226,6 +235,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     mb_s: float | None = None
+    cpu_us: float | None = None
     requests: int = 0
     non_2xx: int = 0
     socket_errors: int = 0
@@ -303,6 +313,24 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of `pid` and of its direct children (nginx's workers), in clock ticks.
+    The rate of requests depends on the machine's mood; the CPU a proxy spends on each is
+    steadier, and says how far a proxy is from its ceiling."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After the name: state ppid ...; utime and stime are fields 14 and 15 of the line.
+        if entry.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
 def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult:
     """One wrk run; `lua` is CONNECT_LUA's file, used for targets with a server name."""
     base = target.bases[case.key]
@@ -321,6 +349,7 @@ def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult
         argv += ["-H", f"Host: {target.server_name}", "-s", str(lua)]
         env = {**os.environ, "WRK_CONNECT_HOST": parts.hostname or ""}
     argv.append(url)
+    before = cpu_ticks(target.pid) if target.pid is not None else None
     try:
         done = subprocess.run(
             argv,
@@ -342,6 +371,9 @@ def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult
         raise BenchError(f"wrk {url}: {err}:\n{done.stdout[-600:]}") from err
     if result.requests == 0:
         raise BenchError(f"wrk {url}: not one request completed:\n{done.stdout[-600:]}")
+    if before is not None and target.pid is not None:
+        ticks = cpu_ticks(target.pid) - before
+        result.cpu_us = ticks * 1_000_000 / os.sysconf("SC_CLK_TCK") / result.requests
     return result
 
 
@@ -571,7 +603,9 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextmanager
-def running_proxy(name: str, argv: list[str], log_path: Path, ports: list[int]) -> Iterator[None]:
+def running_proxy(
+    name: str, argv: list[str], log_path: Path, ports: list[int]
+) -> Iterator[subprocess.Popen[bytes]]:
     """A proxy in its own session, ready once each of `ports` accepts; stopped on the way out."""
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -589,7 +623,7 @@ def running_proxy(name: str, argv: list[str], log_path: Path, ports: list[int]) 
                     f"{name} did not listen on {ports}:\n{log_path.read_text()[-800:]}"
                 )
             time.sleep(POLL_S)
-        yield
+        yield proc
     finally:
         stop_group(proc, PROXY_TIMEOUT_S)
 
@@ -767,6 +801,8 @@ def measure_case(
         row.p50_ms = statistics.median(r.p50_ms for r in done)
         row.p99_ms = statistics.median(r.p99_ms for r in done)
         row.mb_s = statistics.median(r.mb_s for r in done)
+        cpu = [r.cpu_us for r in done if r.cpu_us is not None]
+        row.cpu_us = statistics.median(cpu) if cpu else None
         row.requests = sum(r.requests for r in done)
         row.non_2xx = sum(r.non_2xx for r in done)
         row.socket_errors = sum(r.socket_errors for r in done)
@@ -777,7 +813,8 @@ def measure_case(
 
 
 def metrics_of(case: Case) -> tuple[str, ...]:
-    return ("mb_s", "rps", "p50_ms", "p99_ms") if case.tcp else ("rps", "p50_ms", "p99_ms")
+    figures = ("rps", "p50_ms", "p99_ms", "cpu_us")
+    return ("mb_s", *figures) if case.tcp else figures
 
 
 def ratios(case: Case, rows: list[Row], against: str) -> dict[str, float] | None:
@@ -823,7 +860,7 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-_LABELS = {"rps": "rps", "p50_ms": "p50", "p99_ms": "p99", "mb_s": "MB/s"}
+_LABELS = {"rps": "rps", "p50_ms": "p50", "p99_ms": "p99", "mb_s": "MB/s", "cpu_us": "cpu/req"}
 
 
 def print_case(case: Case, rows: list[Row], duration_s: int, runs: int) -> None:
@@ -832,11 +869,11 @@ def print_case(case: Case, rows: list[Row], duration_s: int, runs: int) -> None:
     mb = case.tcp
     print(
         f"   {'target':<9}{'MB/s' if mb else '':>9}{'rps':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}  note"
+        f"{'cpu us/req':>11}{'errors':>8}  note"
     )
     for r in rows:
         if r.skipped or r.failure:
-            print(f"   {r.target:<9}{'':>9}{'-':>11}{'-':>9}{'-':>9}{'-':>8}  ", end="")
+            print(f"   {r.target:<9}{'':>9}{'-':>11}{'-':>9}{'-':>9}{'-':>11}{'-':>8}  ", end="")
             print(r.skipped or f"FAILED: {r.failure.splitlines()[0] if r.failure else ''}")
             continue
         note = "one instance, plain HTTP: the ceiling" if r.target == "direct" else ""
@@ -844,7 +881,8 @@ def print_case(case: Case, rows: list[Row], duration_s: int, runs: int) -> None:
             note = f"ERRORS: {r.non_2xx} non-2xx/3xx, {r.socket_errors} socket"
         print(
             f"   {r.target:<9}{fmt(r.mb_s, '9.1f') if mb else '':>9}{fmt(r.rps, '11,.0f')}"
-            f"{fmt(r.p50_ms, '9.3f')}{fmt(r.p99_ms, '9.3f')}{r.errors:>8}  {note}"
+            f"{fmt(r.p50_ms, '9.3f')}{fmt(r.p99_ms, '9.3f')}{fmt(r.cpu_us, '.1f'):>11}"
+            f"{r.errors:>8}  {note}"
         )
     for against in ("haproxy", "nginx"):
         ratio = ratios(case, rows, against)
@@ -946,7 +984,7 @@ def run_benchmark(args: argparse.Namespace, tmp: Path, data_dir: Path, out: Outc
                 targets = [direct_target(backends)]
                 if built:
                     listen = gateway_listeners(client, args.gateway_host, offset)
-                    targets.append(portway_target(backends, listen))
+                    targets.append(portway_target(backends, listen, daemon.pid))
                 else:
                     why = dict.fromkeys((c.key for c in CASES), "no gateway in this build")
                     targets.append(Target("portway", {}, skipped=why))
@@ -974,7 +1012,7 @@ def direct_target(backends: Backends) -> Target:
     )
 
 
-def portway_target(backends: Backends, listen: dict[int, str]) -> Target:
+def portway_target(backends: Backends, listen: dict[int, str], pid: int) -> Target:
     return Target(
         "portway",
         {
@@ -984,10 +1022,11 @@ def portway_target(backends: Backends, listen: dict[int, str]) -> Target:
             "tcp-1mb": f"https://{listen[TCP_PORT]}",
         },
         server_name=backends.fqdn,
+        pid=pid,
     )
 
 
-def proxy_target(name: str, ports: ProxyPorts, tcp_skipped: str | None) -> Target:
+def proxy_target(name: str, ports: ProxyPorts, tcp_skipped: str | None, pid: int) -> Target:
     bases = {
         "http-c1": f"http://127.0.0.1:{ports.http}",
         "http-c64": f"http://127.0.0.1:{ports.http}",
@@ -995,8 +1034,8 @@ def proxy_target(name: str, ports: ProxyPorts, tcp_skipped: str | None) -> Targe
     }
     if tcp_skipped is None:
         bases["tcp-1mb"] = f"https://127.0.0.1:{ports.tcp}"
-        return Target(name, bases)
-    return Target(name, bases, skipped={"tcp-1mb": tcp_skipped})
+        return Target(name, bases, pid=pid)
+    return Target(name, bases, skipped={"tcp-1mb": tcp_skipped}, pid=pid)
 
 
 def measure_proxies(
@@ -1028,22 +1067,22 @@ def measure_proxies(
     if stream is not None:
         nginx_listens.append(nginx_ports.tcp)
     no_stream = None if stream is not None else f"n/a: no nginx stream module ({INSTALL_HINT})"
-    targets = [
-        *targets,
-        proxy_target("haproxy", haproxy_ports, None),
-        proxy_target("nginx", nginx_ports, no_stream),
-    ]
     with (
         running_proxy(
             "haproxy",
             ["haproxy", "-db", "-f", str(haproxy_cfg)],
             tmp / "haproxy.log",
             [haproxy_ports.http, haproxy_ports.https, haproxy_ports.tcp],
-        ),
+        ) as haproxy,
         running_proxy(
             "nginx", [*nginx_argv, "-g", "daemon off;"], tmp / "nginx-proxy.log", nginx_listens
-        ),
+        ) as nginx,
     ):
+        targets = [
+            *targets,
+            proxy_target("haproxy", haproxy_ports, None, haproxy.pid),
+            proxy_target("nginx", nginx_ports, no_stream, nginx.pid),
+        ]
         for case in CASES:
             if not args.json:
                 print(f"measuring {case.key} ...", file=sys.stderr, flush=True)
