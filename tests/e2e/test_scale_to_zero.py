@@ -266,6 +266,40 @@ def test_idle_stateful_instance_freezes_within_cooldown_and_wakes(
     _until(logged_wake, timeout=5.0, every=0.05)
 
 
+def test_scale_to_zero_turned_on_and_off_by_patch(
+    api: httpx.Client, daemon: Daemon, apps: dict[str, Path]
+) -> None:
+    fqdn, [instance] = _deploy(api, "patched", apps["http"], {"policy": "off"})
+    uuid, name = instance["uuid"], instance["name"]
+    pid = _pid(daemon, uuid)
+    stz = {"policy": "on", "cooldown_time_ms": 600, "stateful": True}
+    [patched] = _items(
+        api,
+        "PATCH",
+        "/instances",
+        json=[{"uuid": uuid, "prop": "scale_to_zero", "op": "set", "value": stz}],
+    )
+    assert patched["status"] == "success", patched
+    shown = _state(api, uuid)["scale_to_zero"]
+    assert (shown["enabled"], shown["policy"], shown["cooldown_time_ms"]) == (True, "on", 600)
+    # The running instance's new policy is followed without a restart: it goes to sleep...
+    _until(lambda: _frozen(pid), timeout=5.0)
+    assert _state(api, uuid)["state"] == "standby"
+    # ... wakes for a request, and once the policy is off again it stays up past the cooldown.
+    assert _get(daemon, fqdn)[:2] == (200, name)
+    _until(lambda: _state(api, uuid)["state"] == "running", timeout=1.0)
+    [patched] = _items(
+        api,
+        "PATCH",
+        "/instances",
+        json=[{"uuid": uuid, "prop": "scale_to_zero", "op": "set", "value": {"policy": "off"}}],
+    )
+    assert patched["status"] == "success", patched
+    assert _state(api, uuid)["scale_to_zero"]["enabled"] is False
+    time.sleep(1.0)  # past the cooldown the policy had
+    assert _state(api, uuid)["state"] == "running" and not _frozen(pid)
+
+
 def test_idle_stateless_instance_stops_and_cold_starts(
     api: httpx.Client, daemon: Daemon, apps: dict[str, Path]
 ) -> None:
