@@ -3,8 +3,12 @@ may leak (a leak would hold every later drain until its timeout), and the client
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .harness import (
@@ -17,6 +21,7 @@ from .harness import (
     read_response,
     route,
     snapshot,
+    tcp_listener,
 )
 from .test_proxy import raw_backend
 
@@ -69,3 +74,73 @@ def test_no_instance_accepting_is_a_502_after_trying_each(tmp_path: Path) -> Non
         status, _, body = http_get(gw.address(80))
         assert status == 502 and b"no instance accepted" in body
         gw.wait_inflight({})
+
+
+@contextlib.contextmanager
+def slow_to_accept() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
+    """A listening socket whose accept queue is full: a connection to it waits (its SYN is
+    dropped and sent again after about a second) until `drain` makes room."""
+    gate = socket.socket()
+    gate.bind(("127.0.0.1", 0))
+    gate.listen(0)
+    fillers = [socket.create_connection(gate.getsockname(), timeout=WAIT_S)]  # queue of 1: full
+    try:
+        yield gate, fillers
+    finally:
+        for s in fillers:
+            s.close()
+        gate.close()
+
+
+def drain(gate: socket.socket) -> None:
+    gate.settimeout(0.2)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            gate.accept()[0].close()
+
+
+def test_a_connection_that_opens_after_its_instance_left_goes_by_the_new_snapshot(
+    tmp_path: Path,
+) -> None:
+    """An instance leaves (drained, or gone to standby) while the gateway is still connecting
+    to it: once connected, the request is routed by the Snapshot in place, to the instance
+    that is there now; choosing again by the route it began with connected to the departed
+    instance again, and again, and never answered."""
+    with (
+        slow_to_accept() as (gate, _),
+        backends("b") as (b,),
+        GatewayThread(tmp_path) as gw,
+    ):
+        departed = endpoint("a", gate.getsockname()[1])
+        gw.apply(snapshot(1, http_listener(80, {"app.test": route("web", 80, [departed])})))
+        answers: list[tuple[int, dict[str, str], bytes]] = []
+        client = threading.Thread(target=lambda: answers.append(http_get(gw.address(80))))
+        client.start()
+        gw.wait_inflight({"uuid-a": 1})  # connecting to a, which does not accept yet
+        gw.apply(snapshot(2, http_listener(80, {"app.test": route("web", 80, [b.endpoint()])})))
+        drain(gate)  # the connection to a opens now
+        client.join(WAIT_S)
+        assert answers and answers[0][0] == 200 and answers[0][2] == b"b"
+        gw.wait_inflight({})
+
+
+def test_a_tcp_connection_that_opens_after_its_instance_left_goes_by_the_new_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The same for a TCP-mode connection (balanced per connection)."""
+    with (
+        slow_to_accept() as (gate, _),
+        backends("b", raw=True) as (b,),
+        GatewayThread(tmp_path) as gw,
+    ):
+        departed = endpoint("a", gate.getsockname()[1])
+        hosts = {"app.portway.test": route("tcp", 10000, [departed])}
+        gw.apply(snapshot(1, tcp_listener(10000, hosts)))
+        context = ssl.create_default_context(cadata=gw.ca.pem.decode())
+        raw = socket.create_connection(gw.address(10000), timeout=WAIT_S)
+        with context.wrap_socket(raw, server_hostname="app.portway.test") as conn:
+            gw.wait_inflight({"uuid-a": 1})  # connecting to a, which does not accept yet
+            hosts = {"app.portway.test": route("tcp", 10000, [b.endpoint()])}
+            gw.apply(snapshot(2, tcp_listener(10000, hosts)))
+            drain(gate)  # the connection to a opens now
+            assert conn.recv(64) == b"b\n"  # relayed to b, which greets with its name

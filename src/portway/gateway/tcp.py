@@ -104,6 +104,11 @@ class TcpClient(asyncio.Protocol):
         if self.closed or self.held is None:
             return
         self.waited = self.held.waited_s
+        self._choose_again()
+
+    def _choose_again(self) -> None:
+        """Route again by the Snapshot in place now: the route the connection began with may
+        list an instance that has since left (choosing by it would connect to it again)."""
         route = self._current_route()
         if route is None:
             self._refuse(REJECT_NO_ROUTE)
@@ -145,15 +150,15 @@ class TcpClient(asyncio.Protocol):
                 self.closed = True
                 self.transport.close()
             else:
-                self._choose()
+                self._choose_again()
             return
         if self.closed:
             upstream.transport.close()
             return
         if endpoint.instance not in ctx.eligible:
             self._release()  # drained or stopped while we connected: choose again
-            upstream.transport.close()
-            self._choose()
+            upstream.detach()
+            self._choose_again()
             return
         self.upstream = upstream
         if self.early:
@@ -272,16 +277,26 @@ class TcpUpstream(asyncio.Protocol):
         self.client = client
         self.transport: Any = None
         self.eof = False
+        self.detached = False  # closed unused: its end must not end the client's connection
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def detach(self) -> None:
+        """Close a connection the client will not use (its instance left as it opened)."""
+        self.detached = True
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self.detached:
+            return
         client = self.client
         client.bytes_out += len(data)
         client.transport.write(data)
 
     def eof_received(self) -> bool:
+        if self.detached:
+            return False
         self.eof = True
         client = self.client
         if not client.transport.is_closing():
@@ -290,7 +305,7 @@ class TcpUpstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         client = self.client
-        if not client.closed:
+        if not client.closed and not self.detached:
             client.closed = True
             if exc is None:
                 client.transport.close()

@@ -552,17 +552,19 @@ class ClientConnection(asyncio.Protocol):
             if len(exchange.tried) >= ctx.limits.connect_attempts:
                 self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
             else:
-                self._choose(exchange)
+                self._dispatch(exchange)
             return
         if exchange.abandoned:
             conn.close()
             return
         if endpoint.instance not in ctx.eligible:
-            # Drained or stopped while we connected: nothing was sent, so choose again.
+            # Drained or stopped while we connected: nothing was sent, so choose again, by the
+            # Snapshot in place now. (The route the exchange began with still lists the
+            # instance: choosing by it connected to it again, and again, without end.)
             ctx.activity.end(endpoint.instance)
             exchange.endpoint = None
             conn.close()
-            self._choose(exchange)
+            self._dispatch(exchange)
             return
         conn.attach(exchange)
 
@@ -876,7 +878,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.ctx.activity.end(exchange.endpoint.instance)
             exchange.endpoint = None
             exchange.upstream = None
-            client._choose(exchange)
+            client._dispatch(exchange)
             return
         self._broken("the instance closed the connection before responding")
 
