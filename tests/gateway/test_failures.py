@@ -3,7 +3,9 @@ may leak (a leak would hold every later drain until its timeout), and the client
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import ssl
@@ -144,3 +146,34 @@ def test_a_tcp_connection_that_opens_after_its_instance_left_goes_by_the_new_sna
             gw.apply(snapshot(2, tcp_listener(10000, hosts)))
             drain(gate)  # the connection to a opens now
             assert conn.recv(64) == b"b\n"  # relayed to b, which greets with its name
+
+
+class WakesAtOnce:
+    """A waker whose instances can serve as soon as asked (they already listen)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def wake(self, user: str, instance: str) -> asyncio.Future[bool]:
+        self.asked.append(instance)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(True)
+        return done
+
+
+def test_when_no_running_instance_accepts_a_standby_one_is_woken(tmp_path: Path) -> None:
+    """The only running instance refuses connections (it is going away); the group has one in
+    standby: the request is held and that one woken, not answered 502."""
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    gone = endpoint("a", refusing.getsockname()[1])
+    refusing.close()  # nothing listens there now: connections are refused
+    with backends("b") as (b,), GatewayThread(tmp_path) as gw:
+        assert gw.gateway is not None
+        waker, wakes = WakesAtOnce(), gw.gateway.ctx.wakes
+        gw.call(lambda: setattr(wakes, "waker", waker))
+        r = dataclasses.replace(route("web", 80, [gone]), standby=(b.endpoint(),))
+        gw.apply(snapshot(1, http_listener(80, {"app.test": r})))
+        status, _, body = http_get(gw.address(80))
+        assert (status, body) == (200, b"b")
+        assert waker.asked == ["uuid-b"]

@@ -469,13 +469,12 @@ class ClientConnection(asyncio.Protocol):
         if route.standby or exchange.tried or ctx.wakes.waking or ctx.awake:
             if exchange.tried:
                 endpoints = tuple(e for e in endpoints if e.instance not in exchange.tried)
-                if not endpoints:
-                    self._answer(
-                        exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection"
-                    )
-                    return
             decision = ctx.decide(route, endpoints)
             verdict, endpoint = decision.verdict, decision.endpoint
+            if verdict is Verdict.NO_INSTANCE and exchange.tried:
+                # Every running instance refused, and nothing can be woken instead.
+                self._answer(exchange, Outcome.CONNECT_FAILED, "no instance accepted a connection")
+                return
         elif endpoints:
             # Nothing asleep or waking, so balancer.decide comes down to its rules 1, 3 and 4:
             # the least loaded (ties at random), unless it is at the hard limit. Decided here,
