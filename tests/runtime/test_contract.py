@@ -159,6 +159,20 @@ def test_unknown_uuids(harness: Harness) -> None:
         with pytest.raises(RuntimeError_):
             await d.freeze(uuid)
         await d.remove(uuid)  # nothing to release: fine
+        d.expect_start(uuid)  # a hint: never fails, starts nothing
+        assert uuid not in d.running()
+
+    run(body())
+
+
+def test_a_start_expected_then_made(harness: Harness) -> None:
+    async def body() -> None:
+        d, spec = harness.driver, harness.spec()
+        d.expect_start(spec.uuid)
+        await d.start(spec)
+        await harness.ready(spec)
+        harness.tell_exit(spec, 0)
+        assert (await d.wait(spec.uuid)).code == 0
 
     run(body())
 
