@@ -599,7 +599,7 @@ class InstanceController:
             await self._driver.freeze(instance.uuid)
         except (RuntimeError_, OSError) as err:
             log.warning("instance %s did not freeze (%s): it stays running", instance.name, err)
-            await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
+            await self._resumed(instance.user, instance.uuid, someone_waits=False)
             return False
         self._frozen.add(instance.uuid)
         return True
@@ -622,10 +622,7 @@ class InstanceController:
                 await self._driver.thaw(uuid)
                 if ready is not None:
                     ready()
-                    await asyncio.sleep(RESUME_WRITE_AFTER_S)
-                resumed = await self._mutate_ref(
-                    user, uuid, Event.RESUME, {"status": _status(stop_reason=None)}
-                )
+                resumed = await self._resumed(user, uuid, someone_waits=ready is not None)
                 return resumed is not None and resumed.state is State.RUNNING
             instance = await self._by_uuid(user, uuid)
             if instance is None:
@@ -639,6 +636,15 @@ class InstanceController:
         finally:
             self._ready_hooks.pop(uuid, None)
         return waited.reached
+
+    async def _resumed(self, user: str, uuid: str, someone_waits: bool) -> Instance | None:
+        """Write `running` for a tree that is running again (thawed, or never frozen). When a
+        wake's work waits on it, that work goes first (RESUME_WRITE_AFTER_S)."""
+        if someone_waits:
+            await asyncio.sleep(RESUME_WRITE_AFTER_S)
+        return await self._mutate_ref(
+            user, uuid, Event.RESUME, {"status": _status(stop_reason=None)}
+        )
 
     def _call_ready_hook(self, uuid: str) -> bool:
         """Tell a waiting wake that the instance can serve; whether one was waiting."""
@@ -654,9 +660,7 @@ class InstanceController:
         # Only a frozen tree is thawed: a live one is a stateless standby still stopping.
         if self._driver.usage(uuid).liveness is Liveness.FROZEN:
             await self._driver.thaw(uuid)
-            if self._call_ready_hook(uuid):
-                await asyncio.sleep(RESUME_WRITE_AFTER_S)
-            await self._advance(instance, Event.RESUME, status=_status(stop_reason=None))
+            await self._resumed(instance.user, uuid, someone_waits=self._call_ready_hook(uuid))
             return
         # Cold: the run that stopped for standby must be over before the next begins.
         self._driver.expect_start(uuid)
