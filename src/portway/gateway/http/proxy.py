@@ -588,17 +588,8 @@ class ClientConnection(asyncio.Protocol):
         endpoint = exchange.endpoint
         activity = self.ctx.activity
         if endpoint is not None:
-            # Activity.end, inlined (keep the two alike).
-            inflight = activity.inflight
-            left = inflight.get(endpoint.instance, 0) - 1
-            if left > 0:
-                inflight[endpoint.instance] = left
-            else:
-                inflight.pop(endpoint.instance, None)
-                activity.idle_since[endpoint.instance] = time.monotonic()
-            if activity.held and activity.retry_held is not None:
-                # Work held at the soft limit may fit where this request was.
-                activity.retry_held()
+            # Not inlined: an inlined copy once lost the idle time and the held-work retry.
+            activity.end(endpoint.instance)
         # _log, inlined.
         exchange.finished = time.perf_counter()
         exchange.port = self.port
