@@ -81,12 +81,12 @@ class TcpClient(asyncio.Protocol):
             self.held = ctx.hold(route, self.held, self._resume, self._wake_failed)
             return
         if decision.verdict is not Verdict.DISPATCH or decision.endpoint is None:
+            # Refused at once, never queued (semantics.md rule 4).
             why = REJECT_HARD_LIMIT if decision.verdict is Verdict.AT_HARD_LIMIT else None
-            if not self.tried:
-                ctx.activity.reject(route, why or REJECT_NO_INSTANCE)
-            self._log(why or ("connect_failed" if self.tried else REJECT_NO_INSTANCE))
-            self.closed = True
-            self.transport.close()  # refused at once, never queued (semantics.md rule 4)
+            if self.tried:
+                self._close(why or "connect_failed")  # a failed connect, not a limit refusal
+            else:
+                self._refuse(why or REJECT_NO_INSTANCE)
             return
         endpoint = self.endpoint = decision.endpoint
         ctx.activity.begin(endpoint.instance)
@@ -124,9 +124,13 @@ class TcpClient(asyncio.Protocol):
         self._refuse(REJECT_WAKE)
 
     def _refuse(self, why: str) -> None:
+        """Turn the connection away: counted as a rejection, logged, closed."""
         if self.route is not None:
             self.ctx.activity.reject(self.route, why)
-        self._log(why)
+        self._close(why)
+
+    def _close(self, outcome: str) -> None:
+        self._log(outcome)
         self.closed = True
         self.transport.close()
 
@@ -146,9 +150,7 @@ class TcpClient(asyncio.Protocol):
                 return
             self.tried += (endpoint.instance,)
             if len(self.tried) >= ctx.limits.connect_attempts:
-                self._log("connect_failed")
-                self.closed = True
-                self.transport.close()
+                self._close("connect_failed")
             else:
                 self._choose_again()
             return
