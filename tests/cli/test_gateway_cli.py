@@ -45,19 +45,13 @@ def test_up_refuses_a_wake_timeout_out_of_range(tmp_path: Path, timeout: str) ->
     assert f"wake timeout {float(timeout)} s is out of range" in result.output
 
 
-def test_up_refuses_a_wake_timeout_that_is_not_a_number(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("variable", "value"), [("PORTWAY_WAKE_TIMEOUT_S", "soon"), ("PORTWAY_PORT_OFFSET", "8k")]
+)
+def test_up_refuses_a_setting_that_is_not_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    monkeypatch.setenv("PORTWAY_WAKE_TIMEOUT_S", "soon")
+    monkeypatch.setenv(variable, value)
     result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--port", "0"])
     assert result.exit_code == 1
-    assert "PORTWAY_WAKE_TIMEOUT_S='soon' is not a number" in result.output
-
-
-def test_up_refuses_a_port_offset_that_is_not_a_number(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PORTWAY_PORT_OFFSET", "8k")
-    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--port", "0"])
-    assert result.exit_code == 1
-    assert "PORTWAY_PORT_OFFSET='8k' is not a number" in result.output
+    assert f"{variable}='{value}' is not a number" in result.output

@@ -154,6 +154,16 @@ def _deploy(
     return made["domains"][0]["fqdn"], instances
 
 
+def _set_scale_to_zero(api: httpx.Client, uuid: str, stz: dict[str, Any]) -> None:
+    [patched] = _items(
+        api,
+        "PATCH",
+        "/instances",
+        json=[{"uuid": uuid, "prop": "scale_to_zero", "op": "set", "value": stz}],
+    )
+    assert patched["status"] == "success", patched
+
+
 def _state(api: httpx.Client, uuid: str) -> dict[str, Any]:
     [item] = _items(api, "GET", "/instances", params={"uuid": uuid})
     return item
@@ -276,13 +286,7 @@ def test_scale_to_zero_turned_on_and_off_by_patch(
     uuid, name = instance["uuid"], instance["name"]
     pid = _pid(daemon, uuid)
     stz = {"policy": "on", "cooldown_time_ms": 600, "stateful": True}
-    [patched] = _items(
-        api,
-        "PATCH",
-        "/instances",
-        json=[{"uuid": uuid, "prop": "scale_to_zero", "op": "set", "value": stz}],
-    )
-    assert patched["status"] == "success", patched
+    _set_scale_to_zero(api, uuid, stz)
     shown = _state(api, uuid)["scale_to_zero"]
     assert (shown["enabled"], shown["policy"], shown["cooldown_time_ms"]) == (True, "on", 600)
     # The running instance's new policy is followed without a restart: it goes to sleep...
@@ -291,13 +295,7 @@ def test_scale_to_zero_turned_on_and_off_by_patch(
     # ... wakes for a request, and once the policy is off again it stays up past the cooldown.
     assert _get(daemon, fqdn)[:2] == (200, name)
     _until(lambda: _state(api, uuid)["state"] == "running", timeout=1.0)
-    [patched] = _items(
-        api,
-        "PATCH",
-        "/instances",
-        json=[{"uuid": uuid, "prop": "scale_to_zero", "op": "set", "value": {"policy": "off"}}],
-    )
-    assert patched["status"] == "success", patched
+    _set_scale_to_zero(api, uuid, {"policy": "off"})
     assert _state(api, uuid)["scale_to_zero"]["enabled"] is False
     time.sleep(1.0)  # past the cooldown the policy had
     assert _state(api, uuid)["state"] == "running" and not _frozen(pid)
