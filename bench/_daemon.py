@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,19 @@ def running_daemon(
         yield wait_ready(proc, log_path)
     finally:
         stop(proc, stop_timeout_s)
+
+
+def free_port_offset(public_ports: tuple[int, ...], first: int) -> int:
+    """A `--port-offset` at which none of `public_ports` answers on loopback yet."""
+    for offset in range(first, 40000, 17):
+        if not any(_answers(port + offset) for port in public_ports):
+            return offset
+    raise DaemonError(f"no free port offset for {public_ports} from {first}")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> Daemon:

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from _daemon import running_daemon
+from _daemon import free_port_offset, running_daemon
 
 GOAL_STATEFUL_MS = 2.0
 GOAL_STATELESS_MS = 20.0
@@ -62,14 +62,6 @@ while True:
 
 class BenchError(Exception):
     pass
-
-
-def free_offset() -> int:
-    for offset in range(21000, 40000, 17):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", 80 + offset)) != 0:
-                return offset
-    raise BenchError("no free port offset")
 
 
 def until(check: Callable[[], bool], timeout: float = TIMEOUT_S, every: float = 0.002) -> None:
@@ -199,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         script = root / "app.py"
         root.mkdir(parents=True, exist_ok=True)
         script.write_text(APP)
-        offset = free_offset()
+        offset = free_port_offset((80,), 21000)
         with running_daemon(root / "data", "--port-offset", str(offset)) as daemon:
             platform = Platform(daemon.url, daemon.token, offset, script)
             warm_fqdn, _ = platform.deploy("warm", {"policy": "off"})

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from _daemon import Daemon, running_daemon
+from _daemon import Daemon, free_port_offset, running_daemon
 
 COOLDOWN_MS = 100
 GAPS_S = (0.0, 0.05, 0.1, 0.11, 0.12, 0.14, 0.16, 0.2, 0.3)  # around the cooldown
@@ -231,14 +231,6 @@ def churn(platform: Platform, kind: Kind, seconds: float, clients: int, toggle: 
     return not (work.failures or ops.failures)
 
 
-def free_offset() -> int:
-    for offset in range(24000, 40000, 23):
-        with socket.socket() as s:
-            if all(s.connect_ex(("127.0.0.1", p + offset)) != 0 for p in (HTTP_PORT, TLS_PORT)):
-                return offset
-    raise SystemExit("no free port offset")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="per group (40)")
@@ -249,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="portway-churn-") as tmp:
         root = args.data_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        offset = free_offset()
+        offset = free_port_offset((HTTP_PORT, TLS_PORT), 24000)
         extra = ("--port-offset", str(offset), "--wake-timeout", str(WAKE_TIMEOUT_S))
         with running_daemon(root / "data", *extra) as daemon:
             platform = Platform(daemon, root, offset)
