@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from . import compiled
 from .api.app import create_app
 from .config import Settings
 from .control.controller import Controller
@@ -57,6 +58,7 @@ class Ready:
     data_dir: Path
     gateway: str  # where public ports listen, and the mapping
     ca_file: Path
+    hot_path: str  # whether the request path runs compiled (compiled.mode)
 
 
 class SetupError(Exception):
@@ -217,6 +219,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
                 settings.data_dir,
                 _gateway_summary(settings),
                 ca_bundle_path(settings.data_dir),
+                compiled.mode,
             )
             _write_client_file(settings, ready)
             # What exists now (the API app and its models, the store, the modules) lives as

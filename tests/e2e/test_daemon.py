@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from portway import compiled
 from tests.daemon import Daemon
 
 
@@ -18,6 +19,7 @@ def test_banner_points_sdk_and_cli_at_the_daemon(daemon: Daemon) -> None:
     assert daemon.url.startswith("http://127.0.0.1:") and daemon.url.endswith("/v1")
     assert daemon.token == (daemon.data_dir / "admin.token").read_text().strip()
     assert "token file:" in text
+    assert f"hot path:   {compiled.mode}\n" in text  # the daemon runs what this suite tests
     client = json.loads((daemon.data_dir / "client.json").read_text())
     assert client["metro"] == daemon.url
 

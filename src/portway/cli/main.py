@@ -93,6 +93,7 @@ def up(
             f"Portway {__version__} is up.",
             f"  API:        {info.api_url}",
             f"  gateway:    {info.gateway}",
+            f"  hot path:   {info.hot_path}",
             f"  CA:         {info.ca_file} (trust it for https; `portway ca` prints it)",
             f"  data:       {info.data_dir}",
             f"  token file: {info.token_file}",
