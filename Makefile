@@ -5,19 +5,27 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+# The build compiles the gateway's request path (setup.py, src/portway/compiled.py): an edit to
+# the gateway, or to how it is built, rebuilds it. (A stale build is never run either way.)
+BUILD  := pyproject.toml setup.py src/portway/compiled.py \
+          $(wildcard src/portway/gateway/*.py src/portway/gateway/http/*.py)
 
-.PHONY: up test check lint typecheck unit bench clean
+.PHONY: up test test-pure check lint typecheck unit bench clean
 
 up: $(VENV)/.runtime        ## run Portway on its embedded defaults (foreground)
 	$(BIN)/portway up $(ARGS)
 
-test: $(VENV)/.test check   ## the whole suite: lint, types, unit, end-to-end
+test: $(VENV)/.test check   ## the whole suite: lint, types, unit, end-to-end; then test-pure
 	$(BIN)/python -m pytest -n 2 --durations=10 $(ARGS)
+	$(MAKE) --no-print-directory test-pure
+
+test-pure: $(VENV)/.test    ## the gateway's tests again on its pure-Python modules
+	PORTWAY_PURE=1 $(BIN)/python -m pytest -n 2 -q tests/gateway tests/test_compiled.py
 
 check: lint typecheck
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
 
 typecheck: $(VENV)/.test
 	$(BIN)/mypy
@@ -29,13 +37,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.runtime: $(BUILD) | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.test: $(BUILD) | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/portway/compiled.json
+	find src -name '*.so' -delete
