@@ -14,7 +14,6 @@ The rules, in the order `decide` applies them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from random import Random
@@ -36,16 +35,18 @@ class Decision:
 
 
 def least_loaded(
-    endpoints: Sequence[Endpoint], inflight: Mapping[str, int], rng: Random
+    endpoints: tuple[Endpoint, ...], inflight: dict[str, int], rng: Random
 ) -> tuple[Endpoint, int]:
     """The instance with the fewest in flight (uniform among ties), and that count.
     `endpoints` must not be empty. One random draw when there is a tie, none otherwise; the
     winner of a tie is the draw's pick among the tied, in `endpoints` order. No list is made:
-    this runs for every request."""
+    this runs for every request. (Concrete types, not Sequence and Mapping: the compiled build
+    then indexes the tuple and reads the dict directly instead of calling their methods.)"""
     best = endpoints[0]
     low = inflight.get(best.instance, 0)
     ties = 1
-    for endpoint in endpoints[1:]:
+    for i in range(1, len(endpoints)):
+        endpoint = endpoints[i]
         count = inflight.get(endpoint.instance, 0)
         if count < low:
             low, best, ties = count, endpoint, 1
@@ -63,8 +64,8 @@ def least_loaded(
 
 
 def decide(
-    endpoints: Sequence[Endpoint],
-    inflight: Mapping[str, int],
+    endpoints: tuple[Endpoint, ...],
+    inflight: dict[str, int],
     soft_limit: int,
     hard_limit: int,
     can_wake: bool,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -102,7 +102,7 @@ class Context:
     def listen_port(self, public_port: int) -> int:
         return 0 if self.any_port else public_port + self.port_offset
 
-    def decide(self, route: Route, endpoints: Sequence[Endpoint]) -> Decision:
+    def decide(self, route: Route, endpoints: tuple[Endpoint, ...]) -> Decision:
         """The balancer's choice among `endpoints` of `route`, with the gateway's counts,
         wakes and random source."""
         wakes = self.wakes
@@ -118,7 +118,9 @@ class Context:
             self.rng,
         )
 
-    def _with_awake(self, route: Route, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+    def _with_awake(
+        self, route: Route, endpoints: tuple[Endpoint, ...]
+    ) -> tuple[Endpoint, ...]:
         extra = [e for g, e, _ in self.awake.values() if g == route.group and e not in endpoints]
         return (*endpoints, *extra) if extra else endpoints
 
