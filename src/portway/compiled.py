@@ -45,6 +45,7 @@ MODULES: Final = (
     "gateway/tcp.py",
     "gateway/tlsconn.py",
     "gateway/wake.py",
+    "model/snapshot.py",  # Endpoint and Route: read on every request
 )
 RECORD: Final = "compiled.json"  # beside this file: {module path: SHA-256 of the source}
 PURE_ENV: Final = "PORTWAY_PURE"
