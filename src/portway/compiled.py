@@ -130,3 +130,8 @@ def select(package_dir: Path = PACKAGE_DIR) -> str:
     if mode != COMPILED and any(built):
         sys.meta_path.insert(0, SourceFirst(package_dir))
     return mode
+
+
+if __name__ == "__main__":
+    # The Makefile's list of what the build depends on: the same MODULES, not a copy of them.
+    print(*(PACKAGE_DIR / p for p in MODULES))
