@@ -82,8 +82,8 @@ _THREE_DIGITS: Final = [f"{n:03d}" for n in range(1000)]
 def _seconds(seconds: float) -> str:
     """What `%.6f` gives (to the last digit's rounding), from integers."""
     micros = int(seconds * 1_000_000 + 0.5)
-    fraction = micros % 1_000_000
-    return f"{micros // 1_000_000}.{_THREE_DIGITS[fraction // 1000]}{_THREE_DIGITS[micros % 1000]}"
+    millis, rest = _THREE_DIGITS[micros // 1000 % 1000], _THREE_DIGITS[micros % 1000]
+    return f"{micros // 1_000_000}.{millis}{rest}"
 
 
 def _milliseconds(seconds: float) -> str:
