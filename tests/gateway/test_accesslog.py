@@ -4,21 +4,20 @@ entry's fields came as (bytes read off the wire in HTTP mode, text in TCP mode).
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
 import pytest
 
-from portway.gateway.accesslog import FIELDS, format_line
+from portway.gateway.accesslog import FIELDS, format_line, who
 
+from .harness import WAIT_S, GatewayThread, backends, http_listener, read_response, route, snapshot
+
+HTTP_WHO = who("http", 443, b"127.0.0.1", "web", "web-1", b"GET", b"web.example.com")
 HTTP_ENTRY = (
     1795000000.1234567,  # time: wall clock, seconds
     0.0012344,  # duration, seconds
-    "http",
-    443,
-    b"127.0.0.1",
-    "web",
-    "web-1",
-    b"GET",
-    b"web.example.com",
+    HTTP_WHO,
     b"/a?b=c",
     200,
     12,
@@ -53,7 +52,7 @@ def test_a_line_is_json_with_every_field_in_order() -> None:
 
 
 def test_numbers_keep_their_precision_and_zero_padding() -> None:
-    entry = (1795000000.000001, 0.000050, *HTTP_ENTRY[2:14], 0.0125)
+    entry = (1795000000.000001, 0.000050, *HTTP_ENTRY[2:8], 0.0125)
     line = format_line(entry)
     assert '"time":1795000000.000001,' in line
     assert '"duration_ms":0.050,' in line
@@ -64,13 +63,7 @@ def test_tcp_entries_carry_text_and_give_the_same_shape() -> None:
     entry = (
         1795000000.5,
         2.5,
-        "tcp",
-        10000,
-        "10.0.0.9",
-        "db",
-        "db-1",
-        "",
-        "db.example.com",
+        who("tcp", 10000, "10.0.0.9", "db", "db-1", "", "db.example.com"),
         "",
         0,
         100,
@@ -95,20 +88,37 @@ def test_tcp_entries_carry_text_and_give_the_same_shape() -> None:
     ],
 )
 def test_targets_json_must_escape_are_escaped(target: bytes | str, shown: str) -> None:
-    entry = (*HTTP_ENTRY[:9], target, *HTTP_ENTRY[10:])
+    entry = (*HTTP_ENTRY[:3], target, *HTTP_ENTRY[4:])
     assert json.loads(format_line(entry))["target"] == shown
 
 
 def test_non_ascii_names_are_utf8() -> None:
-    entry = (
-        *HTTP_ENTRY[:4],
-        b"127.0.0.1",
-        "gr\u00fcn",
-        "gr\u00fcn-1",
-        b"GET",
-        b"h\xe9",
-        *HTTP_ENTRY[9:],
-    )
+    fields = who("http", 443, b"127.0.0.1", "gr\u00fcn", "gr\u00fcn-1", b"GET", b"h\xe9")
+    entry = (*HTTP_ENTRY[:2], fields, *HTTP_ENTRY[3:])
     parsed = json.loads(format_line(entry))
     assert parsed["group"] == "gr\u00fcn" and parsed["instance"] == "gr\u00fcn-1"
     assert parsed["host"] == "h\u00e9"
+
+
+def test_each_request_of_a_keep_alive_connection_is_logged_as_it_was(tmp_path: Path) -> None:
+    """A connection's lines share their middle fields, formatted once (ClientConnection.
+    log_fields): each line must still name its own request's instance, group, method, host."""
+    with backends("a", "b", "c") as bes, GatewayThread(tmp_path) as gw:
+        web = route("web", 80, [bes[0].endpoint(), bes[1].endpoint()], soft_limit=100)
+        api = route("api", 80, [bes[2].endpoint()], soft_limit=100)
+        gw.apply(snapshot(1, http_listener(80, {"app.test": web, "api.test": api})))
+        sent = []
+        with socket.create_connection(gw.address(80), timeout=WAIT_S) as sock:
+            for n in range(24):
+                method = ("GET", "DELETE")[n % 5 == 0]
+                host = ("app.test", "api.test")[n % 3 == 0]
+                sock.sendall(f"{method} /r{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                status, _, body = read_response(sock)
+                assert status == 200
+                sent.append((method, host, f"/r{n}", body.decode()))
+        gw.flush_log()
+        lines = [json.loads(x) for x in gw.access_log.read_text().splitlines()]
+    assert [(x["method"], x["host"], x["target"], x["instance"]) for x in lines] == sent
+    assert {x["group"] for x in lines} == {"web", "api"}
+    assert all(x["group"] == ("web", "api")[x["host"] == "api.test"] for x in lines)
+    assert {x["instance"] for x in lines if x["host"] == "app.test"} == {"a", "b"}

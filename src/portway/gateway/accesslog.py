@@ -19,8 +19,10 @@ log = logging.getLogger("portway.gateway")
 BATCH: Final = 4096
 MAX_BYTES: Final = 64 * 1024 * 1024
 
-# (time, duration_s, kind, port, client, group, instance, method, host, target, status,
-#  bytes_in, bytes_out, outcome); bytes are decoded only when the line is written.
+# (time, duration_s, who, target, status, bytes_in, bytes_out, outcome, wake_s). `who` is the
+# line's middle, the fields from "kind" to "host" as `who` formats them: a keep-alive
+# connection's requests share them, so it is formatted once and reused (see proxy.Exchange).
+# The target is bytes in HTTP mode (decoded only when the line is written).
 Entry = tuple[Any, ...]
 FIELDS: Final = (
     "time",
@@ -45,32 +47,43 @@ FIELDS: Final = (
 _PLAIN: Final = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 
 
+def who(
+    kind: str,
+    port: int,
+    client: str | bytes,
+    group: str,
+    instance: str,
+    method: str | bytes,
+    host: str | bytes,
+) -> str:
+    """The fields from "kind" to "host" of a line, each followed by its comma. None needs
+    escaping: they are an address, DNS names and a method token the gateway has checked. Bytes
+    (what HTTP mode read off the wire) are read as Latin-1, as the text log always did."""
+    return (
+        f'"kind":"{kind}","port":{port},"client":"{_text(client)}","group":"{group}",'
+        f'"instance":"{instance}","method":"{_text(method)}","host":"{_text(host)}",'
+    )
+
+
 def format_line(entry: Entry) -> str:
     """One JSON object (the FIELDS, in order) and its newline; the batch is encoded to UTF-8
     at once. Built by hand, not json.dumps of a dict: this runs once per request. Only the
-    request target can need escaping: the other text fields are an address, DNS names and a
-    method token the gateway has checked. Bytes (HTTP entries carry what the gateway read) are
-    read as Latin-1, as the text log always did.
+    request target can need escaping (the rest of the text is in `who`).
 
     Written for the compiled build (compiled.py): typed locals, an f-string and integers. Times
     are whole µs shown with their decimals, as `%.6f` of seconds showed them (to the last
     digit's rounding): float formatting, then bytes `%` formatting, were the dearest parts."""
     when: float = entry[0]
     duration: float = entry[1]
-    kind: str = entry[2]
-    port: int = entry[3]
-    group: str = entry[5]
-    instance: str = entry[6]
-    status: int = entry[10]
-    bytes_in: int = entry[11]
-    bytes_out: int = entry[12]
-    outcome: str = entry[13]
-    wake_s: float = entry[14]
+    fields: str = entry[2]
+    status: int = entry[4]
+    bytes_in: int = entry[5]
+    bytes_out: int = entry[6]
+    outcome: str = entry[7]
+    wake_s: float = entry[8]
     return (
-        f'{{"time":{_seconds(when)},"duration_ms":{_milliseconds(duration)},'
-        f'"kind":"{kind}","port":{port},"client":"{_text(entry[4])}","group":"{group}",'
-        f'"instance":"{instance}","method":"{_text(entry[7])}","host":"{_text(entry[8])}",'
-        f'"target":{_json_string(entry[9])},"status":{status},"bytes_in":{bytes_in},'
+        f'{{"time":{_seconds(when)},"duration_ms":{_milliseconds(duration)},{fields}'
+        f'"target":{_json_string(entry[3])},"status":{status},"bytes_in":{bytes_in},'
         f'"bytes_out":{bytes_out},"outcome":"{outcome}","wake_ms":{_milliseconds(wake_s)}}}\n'
     )
 
@@ -98,8 +111,23 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+# Targets already written as JSON strings: a service's requests go to a handful of paths again
+# and again. Bounded: emptied when full.
+_TARGETS: Final[dict[str | bytes, str]] = {}
+TARGETS_SIZE: Final = 1024
+
+
 def _json_string(value: str | bytes) -> str:
     """The request target as a JSON string, quotes included."""
+    known = _TARGETS.get(value)
+    if known is None:
+        if len(_TARGETS) >= TARGETS_SIZE:
+            _TARGETS.clear()
+        known = _TARGETS[value] = _quoted(value)
+    return known
+
+
+def _quoted(value: str | bytes) -> str:
     raw = value if isinstance(value, bytes) else value.encode()
     text = _text(value)
     if not raw.translate(None, _PLAIN):  # nothing left once the plain bytes are taken out

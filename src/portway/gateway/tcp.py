@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..model.snapshot import Endpoint, Route
+from .accesslog import who
 from .activity import REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_WAKE
 from .balancer import Verdict
 from .context import Context
@@ -257,13 +258,15 @@ class TcpClient(asyncio.Protocol):
             (
                 time.time(),
                 time.perf_counter() - self.started,
-                "tcp",
-                self.port,
-                self.client_ip,
-                route.group_name if route is not None else "",
-                endpoint.name if endpoint is not None else "",
-                "",
-                self.host or "",
+                who(
+                    "tcp",
+                    self.port,
+                    self.client_ip,
+                    route.group_name if route is not None else "",
+                    endpoint.name if endpoint is not None else "",
+                    "",
+                    self.host or "",
+                ),
                 "",
                 0,
                 self.bytes_in,

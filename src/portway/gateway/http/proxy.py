@@ -25,12 +25,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import httptools
 
 from ...model.snapshot import Endpoint, Listener, Route
-from ..accesslog import Entry
+from ..accesslog import Entry, who
 from ..activity import (
     REJECT_BAD_REQUEST,
     REJECT_HARD_LIMIT,
@@ -77,6 +77,19 @@ MAX_PENDING_BODY: Final = 1 << 20  # body bytes kept while the instance connecti
 CHUNK_END: Final = b"0\r\n\r\n"
 
 
+LOGGED_PER_CONNECTION: Final = 16  # instances whose access-log fields a connection keeps
+
+
+class Logged(NamedTuple):
+    """Access-log fields formatted for a connection's requests to one instance, and what
+    they were formatted from."""
+
+    route: Route | None
+    method: bytes
+    host: bytes
+    fields: str
+
+
 class _HeadDone(Exception):
     """A response to HEAD ends with its head, whatever Content-Length says; llhttp cannot be
     told, so parsing stops here and the connection gets a fresh parser."""
@@ -116,7 +129,6 @@ class Exchange(RequestHead):
     chunks = 0
     finished = 0.0  # perf_counter at the end of the response
     served: Endpoint | None = None  # the instance that got the request, for the counters
-    port = 0
     held: Held | None = None  # held for a wake (scale to zero), once or more
     waited = 0.0  # seconds it was held
 
@@ -143,13 +155,7 @@ class Exchange(RequestHead):
         return (
             self.finished + wall_offset,
             self.finished - self.started,
-            "http",
-            self.port,
-            self.client.client_ip,
-            route.group_name if route is not None else "",
-            served.name if served is not None else "",
-            self.method,
-            self.host,
+            self.client.log_fields(route, served, self.method, self.host),
             self.target,
             self.status,
             self.body_bytes,
@@ -199,6 +205,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.blocks: set[str] = set()  # why reading is paused
         self.deadline = 0.0
+        self.logged: dict[str, Logged] = {}  # access-log fields by instance (log_fields)
 
     # --- asyncio callbacks ----------------------------------------------------------------
 
@@ -332,6 +339,35 @@ class ClientConnection(asyncio.Protocol):
             )
         else:
             self.ctx.send_close(self.transport)
+
+    def log_fields(
+        self, route: Route | None, served: Endpoint | None, method: bytes, host: bytes
+    ) -> str:
+        """The access-log fields from "kind" to "host" (accesslog.who) of a request on this
+        connection. A keep-alive client's requests to one instance share them, so they are
+        kept by instance and formatted again only when they change."""
+        key = served.instance if served is not None else ""
+        known = self.logged.get(key)
+        if (
+            known is not None
+            and known.route is route
+            and known.host is host
+            and known.method == method
+        ):
+            return known.fields
+        fields = who(
+            "http",
+            self.port,
+            self.client_ip,
+            route.group_name if route is not None else "",
+            served.name if served is not None else "",
+            method,
+            host,
+        )
+        if len(self.logged) >= LOGGED_PER_CONNECTION:
+            self.logged.clear()
+        self.logged[key] = Logged(route, method, host, fields)
+        return fields
 
     # --- httptools callbacks --------------------------------------------------------------
 
@@ -592,7 +628,6 @@ class ClientConnection(asyncio.Protocol):
             activity.end(endpoint.instance)
         # _log, inlined.
         exchange.finished = time.perf_counter()
-        exchange.port = self.port
         activity.pending.append(exchange)
         if (
             close
@@ -632,7 +667,6 @@ class ClientConnection(asyncio.Protocol):
         """Hand the finished exchange to the counters and the access log, which take it in
         at their next settle (a few times a second): nothing but an append per request."""
         exchange.finished = time.perf_counter()
-        exchange.port = self.port
         self.ctx.activity.pending.append(exchange)
 
     def _refuse(self, status: int, reason: str) -> None:
