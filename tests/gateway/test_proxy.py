@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from portway.gateway.context import Limits
 
 from .harness import (
@@ -333,6 +335,39 @@ def test_chunked_responses_are_reframed_and_http10_clients_get_a_length_or_a_clo
     head, _, body = old.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head and b"Connection: close" in head
     assert body == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("request_head", "http11"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n", False),
+        (b"GET / HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n", False),
+        (b"GET / HTTP/1.0\r\nHost: app.test\r\nConnection: Keep-Alive, x\r\n\r\n", False),
+    ],
+)
+def test_the_client_version_is_known_with_or_without_connection_tokens(
+    tmp_path: Path, request_head: bytes, http11: bool
+) -> None:
+    """The proxy infers HTTP/1.1 from llhttp's keep-alive answer when no `keep-alive` token
+    was sent (proxy.py, on_headers_complete): each way in must reach the same version. A body
+    without a length tells them apart: chunked for 1.1, as-is up to the close for 1.0."""
+
+    def chunked(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        conn.sendall(b"0\r\n\r\n")
+
+    with raw_backend(chunked) as port, GatewayThread(tmp_path) as gw:
+        response = _fetch(_serve(gw, port), request_head)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if http11:
+        assert b"Transfer-Encoding: chunked" in head and body == b"5\r\nhello\r\n0\r\n\r\n"
+    else:
+        assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+        assert body == b"hello"
 
 
 def test_a_client_that_half_closes_after_its_request_gets_the_whole_answer(

@@ -401,8 +401,16 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         exchange.method = method = parser.get_method()
-        exchange.version = version = parser.get_http_version()
-        exchange.keep_alive = parser.should_keep_alive() and not self.ctx.closing
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and b"keep-alive" not in exchange.connection:
+            # llhttp keeps an HTTP/1.0 request alive only if it says `keep-alive`, and takes
+            # no version but 0.9, 1.0, 1.1 and 2.0: this is 1.1. (get_http_version formats a
+            # string every time: it was a twentieth of the request path's instructions.)
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+        exchange.version = version
+        exchange.keep_alive = keep_alive and not self.ctx.closing
         if version != "1.1" and version != "1.0":
             raise Refused(505, f"HTTP/{version} is not supported")
         if method == b"CONNECT":
