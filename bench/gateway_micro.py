@@ -120,6 +120,7 @@ class Rig:
             Limits(), host="127.0.0.1", port_offset=0, access_log=AccessLog(log_dir / "access.log")
         )
         ctx.loop = self.loop  # type: ignore[assignment]
+        ctx.clock = self.loop.time
         endpoints = (
             Endpoint("uuid-a", "a", "10.0.0.1", 8080),
             Endpoint("uuid-b", "b", "10.0.0.2", 8080),

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -92,12 +93,18 @@ class Context:
         self.activity.retry_held = self.wakes.retry_soon
         self.rng = rng or random.Random()
         self.loop = asyncio.get_running_loop()
+        # The loop's clock, bound once: the request path reads it several times a request, and
+        # a bound method is called without looking `time` up on the loop each time.
+        self.clock: Callable[[], float] = self.loop.time
         self.pool: dict[tuple[str, int], list[Any]] = {}
         self.watched: set[Expiring] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outbox: list[tuple[Any, object]] = []
         self._flush_scheduled = False
         self.closing = False
+        # Wall clock minus perf_counter, kept by the sweeper: a perf_counter reading becomes a
+        # wall-clock time (X-Request-Start) with an addition instead of another clock call.
+        self.wall_offset = time.time() - time.perf_counter()
 
     def listen_port(self, public_port: int) -> int:
         return 0 if self.any_port else public_port + self.port_offset
@@ -215,7 +222,7 @@ class Context:
             idle = self.pool[key] = []  # not setdefault: no list made on every call
         if len(idle) >= self.limits.pool_per_endpoint:
             return False
-        conn.deadline = self.loop.time() + self.limits.pool_idle_s
+        conn.deadline = self.clock() + self.limits.pool_idle_s
         idle.append(conn)
         return True
 
@@ -249,6 +256,7 @@ class Context:
         try:
             while True:
                 await asyncio.sleep(SWEEP_S)
+                self.wall_offset = time.time() - time.perf_counter()
                 await self._settle()
                 self._expire()
         finally:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import Any, Final, NamedTuple
 
 import httptools
@@ -124,7 +123,7 @@ class Exchange(RequestHead):
     abandoned = False
     outcome = ""
     refusal: bytes | None = None  # a queued refusal: answered, then the connection closes
-    received_us = 0  # wall clock, µs: when the head was complete (X-Request-Start)
+    received_us = 0  # wall clock, µs: when its first byte was read (X-Request-Start)
     wire = 0  # bytes parsed since the head (counted per slice)
     chunks = 0
     finished = 0.0  # perf_counter at the end of the response
@@ -186,7 +185,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: Any = None
         self.client_ip = b"-"
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[Exchange] = deque()
+        # A list, not a deque: it holds one exchange nearly always (at most MAX_PIPELINE + 1),
+        # and the compiled build calls list methods directly but a deque's by name.
+        self.queue: list[Exchange] = []
         self.parsing: Exchange | None = None
         self.in_head = False
         self.head_bytes = 0
@@ -214,7 +215,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = peer[0].encode()
-        self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+        self.deadline = self.ctx.clock() + self.ctx.limits.header_timeout_s
         self.ctx.watched.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -306,7 +307,7 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.watched.discard(self)
         self.dead = True
         while self.queue:
-            exchange = self.queue.popleft()
+            exchange = self.queue.pop(0)
             exchange.abandoned = True
             upstream = exchange.upstream
             if upstream is not None:
@@ -378,7 +379,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         if len(self.queue) == 1:
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+            self.deadline = self.ctx.clock() + self.ctx.limits.header_timeout_s
         elif len(self.queue) > MAX_PIPELINE:
             self._block("pipeline")
 
@@ -434,7 +435,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange.connection:
             exchange.drop_connection_listed()
         exchange.head_done = True
-        exchange.received_us = int(time.time() * 1_000_000)
+        exchange.received_us = int((exchange.started + self.ctx.wall_offset) * 1_000_000)
         if self.queue[0] is exchange:
             self.deadline = 0.0
             self._dispatch(exchange)
@@ -539,12 +540,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 ctx.spawn(self._connect(exchange, endpoint))
         elif verdict is Verdict.WAKE:
-            exchange.held = ctx.hold(
-                route,
-                exchange.held,
-                lambda: self._resume(exchange),
-                lambda why: self._wake_failed(exchange, why),
-            )
+            self._hold(exchange, route)
         elif verdict is Verdict.AT_HARD_LIMIT:
             ctx.activity.reject(route, REJECT_HARD_LIMIT)
             self._answer(
@@ -558,6 +554,17 @@ class ClientConnection(asyncio.Protocol):
             self._answer(
                 exchange, Outcome.NO_INSTANCE, f"no instance of '{route.group_name}' is running"
             )
+
+    def _hold(self, exchange: Exchange, route: Route) -> None:
+        """Hold the exchange for a wake. (Not in `_choose`: a function with a lambda in it
+        makes an object for what the lambda sees on every call, and `_choose` runs for every
+        request.)"""
+        exchange.held = self.ctx.hold(
+            route,
+            exchange.held,
+            lambda: self._resume(exchange),
+            lambda why: self._wake_failed(exchange, why),
+        )
 
     def _resume(self, exchange: Exchange) -> None:
         """Held work routed again (something woke or has room): with the current Snapshot."""
@@ -627,7 +634,7 @@ class ClientConnection(asyncio.Protocol):
         """The response to the front exchange is written: count it, log it, go on."""
         queue = self.queue
         if queue and queue[0] is exchange:
-            queue.popleft()
+            queue.pop(0)
         exchange.upstream = None
         endpoint = exchange.endpoint
         activity = self.ctx.activity
@@ -650,7 +657,7 @@ class ClientConnection(asyncio.Protocol):
             self._unblock("pipeline")
         if self.tunnel_data and not self.upgrading:
             leftover, self.tunnel_data = b"".join(self.tunnel_data), []
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout_s
+            self.deadline = self.ctx.clock() + self.ctx.limits.idle_timeout_s
             self.data_received(leftover)
             return
         if self.queue:
@@ -661,9 +668,9 @@ class ClientConnection(asyncio.Protocol):
             elif nxt.head_done:
                 self._dispatch(nxt)
             else:
-                self.deadline = self.ctx.loop.time() + self.ctx.limits.header_timeout_s
+                self.deadline = self.ctx.clock() + self.ctx.limits.header_timeout_s
         else:
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout_s
+            self.deadline = self.ctx.clock() + self.ctx.limits.idle_timeout_s
 
     @property
     def ends_after_front(self) -> bool:
@@ -689,7 +696,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None and exchange in self.queue and exchange is not front:
             self.queue.remove(exchange)
         if exchange is not None and exchange is front:
-            self.queue.popleft()
+            self.queue.pop(0)
             exchange.abandoned = True
             if exchange.upstream is not None:
                 # Its body broke midway: the instance has part of it and cannot be reused.
@@ -828,7 +835,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.pending_bytes = 0
             client.body_sent()
         self.ctx.send(self.transport, request)
-        self.deadline = self.ctx.loop.time() + self.ctx.limits.first_byte_timeout_s
+        self.deadline = self.ctx.clock() + self.ctx.limits.first_byte_timeout_s
         if client.write_paused:
             self.transport.pause_reading()
 
