@@ -42,6 +42,35 @@ REPLACED: Final = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-requ
 _SPECIAL: Final = HOP_BY_HOP | REPLACED | {b"host", b"x-forwarded-for", b"expect"}
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
+# Field names as clients commonly spell them, lowercased ahead: a dict lookup per field instead
+# of a call of `bytes.lower` (and the new object's hash) for most of them.
+_COMMON_FIELDS: Final = (
+    b"Host",
+    b"User-Agent",
+    b"Accept",
+    b"Accept-Encoding",
+    b"Accept-Language",
+    b"Authorization",
+    b"Cache-Control",
+    b"Connection",
+    b"Content-Length",
+    b"Content-Type",
+    b"Cookie",
+    b"Expect",
+    b"If-Modified-Since",
+    b"If-None-Match",
+    b"Origin",
+    b"Pragma",
+    b"Referer",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"X-Forwarded-For",
+    b"X-Request-Id",
+)
+_LOWERED: Final = {n: n.lower() for n in _COMMON_FIELDS} | {
+    n.lower(): n.lower() for n in _COMMON_FIELDS
+}
+
 # Host: a name or address, optional port; anything else is not a host (RFC 9110 §7.2).
 _HOST_BYTES: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]"
 
@@ -79,7 +108,9 @@ class RequestHead:
         self.count += 1
         if self.size > MAX_HEAD or self.count > MAX_FIELDS:
             raise Refused(431, "request header fields too large")
-        lname = name.lower()
+        lname = _LOWERED.get(name)
+        if lname is None:
+            lname = name.lower()
         if lname not in _SPECIAL:  # most fields: forwarded as they came
             self.lines.append(b"%s: %s\r\n" % (name, value))
         elif lname in HOP_BY_HOP:
