@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 
 import httptools
 
-from ...model.snapshot import Endpoint, Listener, Route
+from ...model.snapshot import Endpoint, Route, Snapshot
 from ..accesslog import Entry, who
 from ..activity import (
     REJECT_BAD_REQUEST,
@@ -185,6 +185,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: Any = None
         self.client_ip = b"-"
         self.parser = httptools.HttpRequestParser(self)
+        self.feed = self.parser.feed_data  # bound once: called for every read
         # A list, not a deque: it holds one exchange nearly always (at most MAX_PIPELINE + 1),
         # and the compiled build calls list methods directly but a deque's by name.
         self.queue: list[Exchange] = []
@@ -196,9 +197,9 @@ class ClientConnection(asyncio.Protocol):
         self.client_eof = False  # the client half-closed: close once its answers are out
         self.last_host: bytes | None = None  # the Host of the previous request, and as routed
         self.last_normalized = b""
-        # The route of the previous request: the listener it came from (kept alive here, so
-        # identity means the same snapshot), the host object and the route.
-        self.routed_on: Listener | None = None
+        # The route of the previous request: the snapshot it came from (kept alive here, so
+        # identity means the same one), the host object and the route.
+        self.routed_in: Snapshot | None = None
         self.routed_host: bytes | None = None
         self.routed_to: Route | None = None
         self.upgrading = False  # an Upgrade request waits for the instance's answer
@@ -224,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
             return
         # _feed, inlined: a whole request in one read is the common case.
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
             self._parse_failed(err, data)
             return
@@ -252,7 +253,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
             self._parse_failed(err, data)
             return
@@ -477,15 +478,16 @@ class ClientConnection(asyncio.Protocol):
     # --- dispatch -------------------------------------------------------------------------
 
     def _dispatch(self, exchange: Exchange) -> None:
-        listener = self.ctx.snapshot.listeners.get(self.port)
+        snapshot = self.ctx.snapshot
         host = exchange.host
-        if listener is self.routed_on and host is self.routed_host:
-            # Same listener (so the same snapshot) and the same Host object as the previous
-            # request (keep-alive, see on_headers_complete): the same route.
+        if snapshot is self.routed_in and host is self.routed_host:
+            # The same snapshot and the same Host object as the previous request (keep-alive,
+            # see on_headers_complete): the same route.
             route = self.routed_to
         else:
+            listener = snapshot.listeners.get(self.port)
             route = listener.route(host.decode("ascii")) if listener is not None else None
-            self.routed_on, self.routed_host, self.routed_to = listener, host, route
+            self.routed_in, self.routed_host, self.routed_to = snapshot, host, route
         if route is None:
             self.ctx.activity.reject(None, REJECT_NO_ROUTE)
             shown = exchange.host.decode("ascii", "replace") or "(none)"
@@ -738,6 +740,7 @@ class ClientConnection(asyncio.Protocol):
         are HTTP again, for a fresh parser once this response is done (see `_finish`)."""
         self.upgrading = False
         self.parser = httptools.HttpRequestParser(self)
+        self.feed = self.parser.feed_data
 
     def start_tunnel(self, upstream: UpstreamConnection) -> None:
         self.upgrading = False
@@ -788,6 +791,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.endpoint = endpoint
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
+        self.feed = self.parser.feed_data  # bound once: called for every read
         self.exchange: Exchange | None = None
         self.client: ClientConnection | None = None
         self.reused = False
@@ -859,7 +863,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._broken("the instance's response head is too large")
                 return
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0] :]
             if rest:
@@ -1039,6 +1043,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw = b""
         if exchange.method == b"HEAD":
             self.parser = httptools.HttpResponseParser(self)
+            self.feed = self.parser.feed_data
         ctx = self.ctx
         if reusable and ctx.put_idle(self.endpoint, self):
             self.reused = True
