@@ -184,8 +184,7 @@ class ClientConnection(asyncio.Protocol):
         self.proto = b"https" if tls else b"http"
         self.transport: Any = None
         self.client_ip = b"-"
-        self.parser = httptools.HttpRequestParser(self)
-        self.feed = self.parser.feed_data  # bound once: called for every read
+        self._new_parser()
         # A list, not a deque: it holds one exchange nearly always (at most MAX_PIPELINE + 1),
         # and the compiled build calls list methods directly but a deque's by name.
         self.queue: list[Exchange] = []
@@ -739,8 +738,11 @@ class ClientConnection(asyncio.Protocol):
         """The instance answered the Upgrade request without switching: the bytes after it
         are HTTP again, for a fresh parser once this response is done (see `_finish`)."""
         self.upgrading = False
+        self._new_parser()
+
+    def _new_parser(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
-        self.feed = self.parser.feed_data
+        self.feed = self.parser.feed_data  # bound once: called for every read
 
     def start_tunnel(self, upstream: UpstreamConnection) -> None:
         self.upgrading = False
@@ -790,8 +792,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.ctx = ctx
         self.endpoint = endpoint
         self.transport: Any = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.feed = self.parser.feed_data  # bound once: called for every read
+        self._new_parser()
         self.exchange: Exchange | None = None
         self.client: ClientConnection | None = None
         self.reused = False
@@ -803,6 +804,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.done = False
         self.tunnel = False
         self.deadline = 0.0
+
+    def _new_parser(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.feed = self.parser.feed_data  # bound once: called for every read
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -1042,8 +1047,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.done = False
         self.raw = b""
         if exchange.method == b"HEAD":
-            self.parser = httptools.HttpResponseParser(self)
-            self.feed = self.parser.feed_data
+            self._new_parser()
         ctx = self.ctx
         if reusable and ctx.put_idle(self.endpoint, self):
             self.reused = True
