@@ -125,9 +125,7 @@ class Context:
             self.rng,
         )
 
-    def _with_awake(
-        self, route: Route, endpoints: tuple[Endpoint, ...]
-    ) -> tuple[Endpoint, ...]:
+    def _with_awake(self, route: Route, endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
         extra = [e for g, e, _ in self.awake.values() if g == route.group and e not in endpoints]
         return (*endpoints, *extra) if extra else endpoints
 
