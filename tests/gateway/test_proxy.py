@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from portway.gateway import listeners
 from portway.gateway.context import Limits
 
 from .harness import (
@@ -382,3 +384,67 @@ def test_a_client_that_half_closes_after_its_request_gets_the_whole_answer(
                 status, _, body = read_response(sock)
                 assert (status, body) == (200, b"a")
                 assert sock.recv(16) == b""  # and then the gateway closes
+
+
+# --- HTTPS: the gateway terminates TLS in front of an HTTP-mode port -------------------------
+
+
+def _answer_framing(conn: socket.socket, head: bytes) -> None:
+    """Answer each request of the connection with what reached the instance: the proto the
+    gateway named and how many body bytes arrived."""
+    reader = conn.makefile("rb")
+    while head:
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        body = reader.read(int(fields.get(b"Content-Length", b"0")))
+        answer = b"%s %d" % (fields.get(b"X-Forwarded-Proto", b"-"), len(body))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = reader.readline()
+            if not line:
+                return
+            head += line
+
+
+def test_https_requests_of_every_size_reach_the_instance_whole(tmp_path: Path) -> None:
+    """Over one keep-alive TLS connection: bodies from none to many TLS records, some sent in
+    one write (so one read brings the gateway several records to decrypt)."""
+    sizes = [0, 1, 16 * 1024, 100_000, 300_000, 5, 0]
+    with raw_backend(_answer_framing) as port, GatewayThread(tmp_path) as gw:
+        r = route("web", 443, [endpoint("a", port)], soft_limit=100)
+        gw.apply(snapshot(1, http_listener(443, {"web.portway.test": r}, tls=True)))
+        context = ssl.create_default_context(cafile=str(gw.ca.cert_path))
+        with (
+            socket.create_connection(gw.address(443), timeout=WAIT_S) as raw,
+            context.wrap_socket(raw, server_hostname="web.portway.test") as tls,
+        ):
+            for size in sizes:
+                tls.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: web.portway.test\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (size, b"x" * size)
+                )
+                status, _, body = read_response(tls)  # type: ignore[arg-type]
+                assert (status, body) == (200, b"https %d" % size)
+
+
+def test_a_silent_client_is_dropped_at_the_https_handshake_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert listeners.HANDSHAKE_TIMEOUT_S <= 10  # T21: half-open handshakes go within 10 s
+    monkeypatch.setattr(listeners, "HANDSHAKE_TIMEOUT_S", 0.3)  # the same path, test-sized
+    with backends("a") as bes, GatewayThread(tmp_path) as gw:
+        r = route("web", 443, [endpoint("a", bes[0].port)])
+        gw.apply(snapshot(1, http_listener(443, {"web.portway.test": r}, tls=True)))
+        with socket.create_connection(gw.address(443), timeout=WAIT_S) as sock:
+            sock.sendall(b"\x16\x03\x01\x02\x00")  # the first bytes of a ClientHello
+            started = time.monotonic()
+            assert sock.recv(16) == b""  # closed without a word
+            waited = time.monotonic() - started
+        assert 0.2 <= waited < WAIT_S - 1  # by the deadline, not by our wait giving up
+        context = ssl.create_default_context(cafile=str(gw.ca.cert_path))
+        with (
+            socket.create_connection(gw.address(443), timeout=WAIT_S) as raw,
+            context.wrap_socket(raw, server_hostname="web.portway.test") as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: web.portway.test\r\n\r\n")
+            assert read_response(tls)[::2] == (200, b"a")  # type: ignore[arg-type]

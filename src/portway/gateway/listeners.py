@@ -28,7 +28,6 @@ from .tls import (
     CertificateStore,
     SniRouter,
     select,
-    server_tls_options,
 )
 from .tlsconn import TLSServerProtocol
 
@@ -135,10 +134,17 @@ class Gateway:
                     return ClientConnection(ctx, port, tls)
 
                 if tls:
-                    router = self._routers[HTTP_ALPN]
-                    return await loop.create_server(
-                        http, sock=sock, **server_tls_options(router.context)
-                    )
+                    context = self._routers[HTTP_ALPN].context
+
+                    def https() -> asyncio.Protocol:
+                        return TLSServerProtocol(
+                            context,
+                            ClientConnection(ctx, port, True),
+                            handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                        )
+
+                    return await loop.create_server(https, sock=sock)
                 return await loop.create_server(http, sock=sock)
             return await loop.create_server(self._tcp_factory(listener), sock=sock)
         except BaseException:

@@ -22,13 +22,9 @@ Theory of operation
 Handshake deadlines
 -------------------
 A client that connects and never finishes its handshake (T21: 1,000 half-open handshakes) must
-not hold a connection for long. asyncio bounds it for us: pass `ssl_handshake_timeout=`
-`HANDSHAKE_TIMEOUT_S` to `loop.create_server(..., ssl=router.context)` (or to `loop.start_tls`
-when a protocol upgrades in place), and asyncio aborts the transport when it expires. The
-close_notify exchange is bounded the same way by `ssl_shutdown_timeout`. `server_tls_options`
-returns both with the context, so listeners cannot forget one:
-
-    server = await loop.create_server(factory, host, port, **server_tls_options(router.context))
+not hold a connection for long. Every TLS listener runs `tlsconn.TLSServerProtocol`, given
+`HANDSHAKE_TIMEOUT_S` (it aborts the connection when the handshake is not done by then) and
+`SHUTDOWN_TIMEOUT_S` (how long the close_notify exchange may take).
 
 Everything that decides (names, selection, freshness, validation) is a pure function of its
 inputs with the time passed in; only `LocalCA` and the context loader touch files.
@@ -53,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, NamedTuple, TypedDict, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -586,21 +582,6 @@ def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
     if contexts.alpn:
         front.set_alpn_protocols(list(contexts.alpn))
     return front
-
-
-class ServerTLSOptions(TypedDict):
-    ssl: ssl.SSLContext
-    ssl_handshake_timeout: float
-    ssl_shutdown_timeout: float
-
-
-def server_tls_options(context: ssl.SSLContext) -> ServerTLSOptions:
-    """Keyword arguments for `loop.create_server` that bound every handshake and shutdown."""
-    return ServerTLSOptions(
-        ssl=context,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-        ssl_shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-    )
 
 
 # --- files (the only I/O in this module) ----------------------------------------------------------

@@ -9,6 +9,10 @@ uvloop's) cannot: `write_eof()` raises NotImplementedError and a peer's close_no
 whole connection down. So the listener creates a `TLSServerProtocol` per plain TCP connection;
 it runs OpenSSL over two `ssl.MemoryBIO`s and hands the app protocol a `TLSTransport`.
 
+HTTPS ports (HTTP mode) use it too, for speed: under `wrk -c64` it cost less CPU per request
+than uvloop's TLS (same-minute A/B, user time 40.7 -> 36.7 µs). One TLS stack also means one
+set of deadlines and one behaviour at close for every public port.
+
 Theory of operation
 -------------------
 * Handshake: bytes from the client go into the incoming BIO and `do_handshake()` runs until it
@@ -226,6 +230,8 @@ class TLSServerProtocol(asyncio.Protocol):
         """All plaintext in the complete records the incoming BIO holds; sets `_peer_closed` at
         the peer's close_notify. Raises ssl.SSLError when the stream is corrupt."""
         read = self._sslobj.read
+        incoming = self._incoming
+        sslobj = self._sslobj
         chunks: list[bytes] = []
         try:
             while True:
@@ -234,6 +240,10 @@ class TLSServerProtocol(asyncio.Protocol):
                     self._peer_closed = True
                     break
                 chunks.append(chunk)
+                # Nothing left to decrypt: stop here rather than read again to be told so by
+                # SSLWantReadError, an exception raised and caught on every read otherwise.
+                if not incoming.pending and not sslobj.pending():
+                    break
         except ssl.SSLWantReadError:
             pass  # a partial record at most is left, which is safe (see the module docstring)
         except ssl.SSLZeroReturnError:  # close_notify after ours
