@@ -28,7 +28,7 @@ HTTP_ENTRY = (
 
 
 def test_a_line_is_json_with_every_field_in_order() -> None:
-    line = format_line(HTTP_ENTRY)
+    line = format_line(*HTTP_ENTRY)
     assert line.endswith("}\n") and line.count("\n") == 1
     parsed = json.loads(line)
     assert list(parsed) == list(FIELDS)
@@ -53,7 +53,7 @@ def test_a_line_is_json_with_every_field_in_order() -> None:
 
 def test_numbers_keep_their_precision_and_zero_padding() -> None:
     entry = (1795000000.000001, 0.000050, *HTTP_ENTRY[2:8], 0.0125)
-    line = format_line(entry)
+    line = format_line(*entry)
     assert '"time":1795000000.000001,' in line
     assert '"duration_ms":0.050,' in line
     assert '"wake_ms":12.500}' in line
@@ -71,7 +71,7 @@ def test_tcp_entries_carry_text_and_give_the_same_shape() -> None:
         "closed",
         0.0,
     )
-    parsed = json.loads(format_line(entry))
+    parsed = json.loads(format_line(*entry))
     assert parsed["kind"] == "tcp" and parsed["client"] == "10.0.0.9"
     assert parsed["method"] == "" and parsed["target"] == "" and parsed["duration_ms"] == 2500.0
     assert parsed["host"] == "db.example.com" and parsed["outcome"] == "closed"
@@ -89,13 +89,13 @@ def test_tcp_entries_carry_text_and_give_the_same_shape() -> None:
 )
 def test_targets_json_must_escape_are_escaped(target: bytes | str, shown: str) -> None:
     entry = (*HTTP_ENTRY[:3], target, *HTTP_ENTRY[4:])
-    assert json.loads(format_line(entry))["target"] == shown
+    assert json.loads(format_line(*entry))["target"] == shown
 
 
 def test_non_ascii_names_are_utf8() -> None:
     fields = who("http", 443, b"127.0.0.1", "gr\u00fcn", "gr\u00fcn-1", b"GET", b"h\xe9")
     entry = (*HTTP_ENTRY[:2], fields, *HTTP_ENTRY[3:])
-    parsed = json.loads(format_line(entry))
+    parsed = json.loads(format_line(*entry))
     assert parsed["group"] == "gr\u00fcn" and parsed["instance"] == "gr\u00fcn-1"
     assert parsed["host"] == "h\u00e9"
 

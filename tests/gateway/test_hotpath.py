@@ -74,19 +74,19 @@ class _Done:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def account(self, activity: Activity, wall_offset: float) -> tuple[int]:
-        return (self.n,)
+    def account(self, activity: Activity, wall_offset: float) -> str:
+        return f"{self.n}\n"
 
 
 def test_settle_with_a_limit_takes_the_oldest_first() -> None:
-    logged: list[tuple[int]] = []
+    logged: list[str] = []
     activity = Activity(on_entries=logged.extend)
     activity.pending.extend(_Done(n) for n in range(10))
     activity.settle(4)
-    assert logged == [(0,), (1,), (2,), (3,)]
+    assert logged == ["0\n", "1\n", "2\n", "3\n"]
     assert len(activity.pending) == 6
     activity.settle(100)
-    assert logged == [(n,) for n in range(10)] and not activity.pending
+    assert logged == [f"{n}\n" for n in range(10)] and not activity.pending
     activity.pending.extend(_Done(n) for n in range(3))
     activity.settle()
     assert len(logged) == 13 and not activity.pending

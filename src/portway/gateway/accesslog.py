@@ -1,9 +1,10 @@
 """One JSON line per request (HTTP mode) or connection (TCP mode), written in batches.
 
-Entries come from `Activity.settle`; a flush (the gateway's sweeper, a few times a second, or
-when the batch is large) formats and writes many lines with one `write`, so logging costs no
-syscall per request. The
-file is kept bounded: past `MAX_BYTES` it is renamed to `access.log.1` (one generation kept).
+Lines come from `Activity.settle` (each finished exchange formats its own, `format_line`) and
+from TCP connections as they close; a flush (the gateway's sweeper, a few times a second, or
+when the batch is large) writes many lines with one `write`, so logging costs no syscall per
+request. The file is kept bounded: past `MAX_BYTES` it is renamed to `access.log.1` (one
+generation kept).
 """
 
 from __future__ import annotations
@@ -12,18 +13,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 log = logging.getLogger("portway.gateway")
 
 BATCH: Final = 4096
 MAX_BYTES: Final = 64 * 1024 * 1024
 
-# (time, duration_s, who, target, status, bytes_in, bytes_out, outcome, wake_s). `who` is the
-# line's middle, the fields from "kind" to "host" as `who` formats them: a keep-alive
-# connection's requests share them, so it is formatted once and reused (see proxy.Exchange).
-# The target is bytes in HTTP mode (decoded only when the line is written).
-Entry = tuple[Any, ...]
 FIELDS: Final = (
     "time",
     "duration_ms",
@@ -65,25 +61,30 @@ def who(
     )
 
 
-def format_line(entry: Entry) -> str:
+def format_line(
+    when: float,
+    duration: float,
+    fields: str,
+    target: str | bytes,
+    status: int,
+    bytes_in: int,
+    bytes_out: int,
+    outcome: str,
+    wake_s: float,
+) -> str:
     """One JSON object (the FIELDS, in order) and its newline; the batch is encoded to UTF-8
     at once. Built by hand, not json.dumps of a dict: this runs once per request. Only the
-    request target can need escaping (the rest of the text is in `who`).
+    request target can need escaping (the rest of the text is in `who`, the fields from "kind"
+    to "host", which a keep-alive connection's requests share: see proxy.Exchange). The target
+    is bytes in HTTP mode, decoded here.
 
-    Written for the compiled build (compiled.py): typed locals, an f-string and integers. Times
-    are whole µs shown with their decimals, as `%.6f` of seconds showed them (to the last
-    digit's rounding): float formatting, then bytes `%` formatting, were the dearest parts."""
-    when: float = entry[0]
-    duration: float = entry[1]
-    fields: str = entry[2]
-    status: int = entry[4]
-    bytes_in: int = entry[5]
-    bytes_out: int = entry[6]
-    outcome: str = entry[7]
-    wake_s: float = entry[8]
+    Written for the compiled build (compiled.py): typed arguments (no tuple of boxed floats to
+    unpack), an f-string and integers. Times are whole µs shown with their decimals, as `%.6f`
+    of seconds showed them (to the last digit's rounding): float formatting, then bytes `%`
+    formatting, were the dearest parts."""
     return (
         f'{{"time":{_seconds(when)},"duration_ms":{_milliseconds(duration)},{fields}'
-        f'"target":{_json_string(entry[3])},"status":{status},"bytes_in":{bytes_in},'
+        f'"target":{_json_string(target)},"status":{status},"bytes_in":{bytes_in},'
         f'"bytes_out":{bytes_out},"outcome":"{outcome}","wake_ms":{_milliseconds(wake_s)}}}\n'
     )
 
@@ -138,19 +139,19 @@ def _quoted(value: str | bytes) -> str:
 class AccessLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._batch: list[Entry] = []
+        self._batch: list[str] = []
 
-    def add(self, entry: Entry) -> None:
+    def add(self, line: str) -> None:
         if self.path is None:
             return
-        self._batch.append(entry)
+        self._batch.append(line)
         if len(self._batch) >= BATCH:
             self.flush()
 
-    def extend(self, entries: list[Entry]) -> None:
+    def extend(self, lines: list[str]) -> None:
         if self.path is None:
             return
-        self._batch.extend(entries)
+        self._batch.extend(lines)
         if len(self._batch) >= BATCH:
             self.flush()
 
@@ -158,7 +159,7 @@ class AccessLog:
         if not self._batch or self.path is None:
             return
         batch, self._batch = self._batch, []
-        text = "".join([format_line(e) for e in batch]).encode()
+        text = "".join(batch).encode()
         try:
             if self.path.exists() and self.path.stat().st_size > MAX_BYTES:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))

@@ -70,8 +70,8 @@ class Labels:
 class Finished(Protocol):
     """A finished request or connection waiting to be counted."""
 
-    def account(self, activity: Activity, wall_offset: float) -> tuple[Any, ...]:
-        """Bump the counters it belongs to; return its access-log entry."""
+    def account(self, activity: Activity, wall_offset: float) -> str:
+        """Bump the counters it belongs to; return its access-log line."""
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Activity:
     # Finished work not yet counted: the request path appends, `settle` counts (in batches,
     # a few times a second, and before anyone reads the counters).
     pending: list[Finished] = field(default_factory=list)
-    on_entries: Callable[[list[tuple[Any, ...]]], None] | None = None  # the access log
+    on_entries: Callable[[list[str]], None] | None = None  # the access log, given lines
     # Scale to zero: when each instance last had nothing in flight (monotonic seconds) ...
     idle_since: dict[str, float] = field(default_factory=dict)
     # ... and its open TCP-mode connections (their bytes tell silence from activity).

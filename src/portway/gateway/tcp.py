@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..model.snapshot import Endpoint, Route
-from .accesslog import who
+from .accesslog import format_line, who
 from .activity import REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_WAKE
 from .balancer import Verdict
 from .context import Context
@@ -255,7 +255,7 @@ class TcpClient(asyncio.Protocol):
     def _log(self, outcome: str, endpoint: Endpoint | None = None) -> None:
         route = self.route
         self.ctx.access_log.add(
-            (
+            format_line(
                 time.time(),
                 time.perf_counter() - self.started,
                 who(

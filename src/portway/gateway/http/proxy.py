@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 import httptools
 
 from ...model.snapshot import Endpoint, Route, Snapshot
-from ..accesslog import Entry, who
+from ..accesslog import format_line, who
 from ..activity import (
     REJECT_BAD_REQUEST,
     REJECT_HARD_LIMIT,
@@ -136,8 +136,8 @@ class Exchange(RequestHead):
         self.started = started
         self.lines = []
 
-    def account(self, activity: Activity, wall_offset: float) -> Entry:
-        """Count the exchange (Activity.settle calls this) and return its access-log entry."""
+    def account(self, activity: Activity, wall_offset: float) -> str:
+        """Count the exchange (Activity.settle calls this) and return its access-log line."""
         route, served = self.route, self.served
         if route is not None:
             group = activity.groups.get(route.group) or activity.of_group(route)
@@ -151,7 +151,7 @@ class Exchange(RequestHead):
                 one.bytes_in += self.body_bytes
                 one.bytes_out += self.bytes_out
                 one.statuses[self.status // 100] += 1
-        return (
+        return format_line(
             self.finished + wall_offset,
             self.finished - self.started,
             self.client.log_fields(route, served, self.method, self.host),
@@ -537,7 +537,9 @@ class ClientConnection(asyncio.Protocol):
             inflight[endpoint.instance] = inflight.get(endpoint.instance, 0) + 1
             idle = ctx.pool.get((endpoint.host, endpoint.port))
             if idle:
-                idle.pop().attach(exchange)
+                # Typed, so the compiled build calls attach directly instead of by name.
+                pooled: UpstreamConnection = idle.pop()
+                pooled.attach(exchange)
             else:
                 ctx.spawn(self._connect(exchange, endpoint))
         elif verdict is Verdict.WAKE:
