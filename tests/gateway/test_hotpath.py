@@ -6,12 +6,16 @@ counts ties instead of listing them. Each is checked against the plain computati
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 from collections import Counter
 
 from portway.gateway import http
+from portway.gateway.accesslog import AccessLog
 from portway.gateway.activity import Activity
 from portway.gateway.balancer import least_loaded
+from portway.gateway.context import Context, Limits
 from portway.gateway.http.head import (
     AS_IS,
     CLIENT_HTTP10,
@@ -24,6 +28,7 @@ from portway.gateway.http.head import (
     client_head,
     parse_response_head,
 )
+from portway.gateway.http.proxy import ClientConnection, Exchange
 from portway.model.snapshot import Endpoint
 
 HEADS = [
@@ -70,24 +75,34 @@ def test_client_head_memo_stays_bounded() -> None:
     assert len(http.head._MEMO) <= MEMO_SIZE
 
 
-class _Done:
-    def __init__(self, n: int) -> None:
-        self.n = n
+def _finished(client: ClientConnection, n: int) -> Exchange:
+    """A finished request for `/n`, as ClientConnection._finish hands it over."""
+    exchange = Exchange(client, 1.0)
+    exchange.method, exchange.target, exchange.status = b"GET", b"/%d" % n, 200
+    exchange.finished = 1.5
+    return exchange
 
-    def account(self, activity: Activity, wall_offset: float) -> str:
-        return f"{self.n}\n"
+
+async def _a_client() -> ClientConnection:
+    ctx = Context(Limits(), host="127.0.0.1", port_offset=0, access_log=AccessLog(None))
+    return ClientConnection(ctx, 80, False)
 
 
 def test_settle_with_a_limit_takes_the_oldest_first() -> None:
+    client = asyncio.run(_a_client())
     logged: list[str] = []
     activity = Activity(on_entries=logged.extend)
-    activity.pending.extend(_Done(n) for n in range(10))
+
+    def targets() -> list[str]:
+        return [json.loads(line)["target"] for line in logged]
+
+    activity.pending.extend(_finished(client, n) for n in range(10))
     activity.settle(4)
-    assert logged == ["0\n", "1\n", "2\n", "3\n"]
+    assert targets() == ["/0", "/1", "/2", "/3"]
     assert len(activity.pending) == 6
     activity.settle(100)
-    assert logged == [f"{n}\n" for n in range(10)] and not activity.pending
-    activity.pending.extend(_Done(n) for n in range(3))
+    assert targets() == [f"/{n}" for n in range(10)] and not activity.pending
+    activity.pending.extend(_finished(client, n) for n in range(3))
     activity.settle()
     assert len(logged) == 13 and not activity.pending
 

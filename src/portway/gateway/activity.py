@@ -10,9 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..model.snapshot import Endpoint, Route
+
+if TYPE_CHECKING:
+    # Not imported at run time (proxy imports this module). Named, not a Protocol, so the
+    # compiled build calls Exchange.account directly instead of by name.
+    from .http.proxy import Exchange
 
 # Why a request or connection was refused without reaching an instance (a metric label).
 REJECT_HARD_LIMIT, REJECT_NO_INSTANCE, REJECT_NO_ROUTE, REJECT_BAD_REQUEST, REJECT_WAKE = (
@@ -67,13 +72,6 @@ class Labels:
     instance: str = ""  # instance name; empty for group counters
 
 
-class Finished(Protocol):
-    """A finished request or connection waiting to be counted."""
-
-    def account(self, activity: Activity, wall_offset: float) -> str:
-        """Bump the counters it belongs to; return its access-log line."""
-
-
 @dataclass
 class Activity:
     """Counters by instance uuid and by group uuid, with the names to label them by."""
@@ -84,9 +82,10 @@ class Activity:
     # The balancer's view: requests (HTTP) + connections (TCP) in flight by instance uuid.
     inflight: dict[str, int] = field(default_factory=dict)
     unrouted: dict[str, int] = field(default_factory=dict)  # refusals before a route was known
-    # Finished work not yet counted: the request path appends, `settle` counts (in batches,
-    # a few times a second, and before anyone reads the counters).
-    pending: list[Finished] = field(default_factory=list)
+    # Finished requests not yet counted: the request path appends, `settle` counts (in
+    # batches, a few times a second, and before anyone reads the counters). TCP-mode
+    # connections are few and counted as they close.
+    pending: list[Exchange] = field(default_factory=list)
     on_entries: Callable[[list[str]], None] | None = None  # the access log, given lines
     # Scale to zero: when each instance last had nothing in flight (monotonic seconds) ...
     idle_since: dict[str, float] = field(default_factory=dict)
