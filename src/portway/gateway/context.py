@@ -15,13 +15,18 @@ import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..model.snapshot import EMPTY, Endpoint, Route, Snapshot
 from .accesslog import AccessLog
 from .activity import Activity
 from .balancer import Decision, decide
 from .wake import Held, NothingToWake, Waker, Wakes
+
+if TYPE_CHECKING:
+    # Not imported at run time (proxy imports this module). Named, not a Protocol, so the
+    # compiled build sets a pooled connection's deadline directly instead of by name.
+    from .http.proxy import UpstreamConnection
 
 log = logging.getLogger("portway.gateway")
 
@@ -52,12 +57,6 @@ class Expiring(Protocol):
     deadline: float
 
     def expire(self) -> None: ...
-
-
-class Pooled(Protocol):
-    deadline: float
-
-    def close(self) -> None: ...
 
 
 class Context:
@@ -96,7 +95,7 @@ class Context:
         # The loop's clock, bound once: the request path reads it several times a request, and
         # a bound method is called without looking `time` up on the loop each time.
         self.clock: Callable[[], float] = self.loop.time
-        self.pool: dict[tuple[str, int], list[Any]] = {}
+        self.pool: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.watched: set[Expiring] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outbox: list[tuple[Any, object]] = []
@@ -206,11 +205,7 @@ class Context:
 
     # --- the pool of idle connections to instances ------------------------------------------
 
-    def take_idle(self, endpoint: Endpoint) -> Any:
-        idle = self.pool.get((endpoint.host, endpoint.port))
-        return idle.pop() if idle else None
-
-    def put_idle(self, endpoint: Endpoint, conn: Pooled) -> bool:
+    def put_idle(self, endpoint: Endpoint, conn: UpstreamConnection) -> bool:
         """Keep `conn` for reuse if the instance may still take work and there is room."""
         if self.closing or endpoint.instance not in self.eligible:
             return False
