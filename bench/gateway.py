@@ -42,7 +42,10 @@ median over runs and errors are summed.
 "cpu us/req" is the proxy's own CPU time (user + system, from /proc; nginx's workers
 included, the daemon alone for Portway) over the run, per request. Requests per second swing
 with the machine's load; this figure is steadier, and compares how much work each proxy does
-per request: at saturation a proxy's rps is about 1e6 / cpu us/req.
+per request: at saturation a proxy's rps is about 1e6 / cpu us/req. "idle %" is the whole
+machine's idle share during the runs (/proc/stat): wrk, the proxy and the backends share two
+CPUs, so a proxy that leaves them idle is slowing the others by its latency (its single loop
+sits on every connection's path), not only by the CPU it takes.
 
 Goals (Portway against HAProxy, same run): HTTP c=64 rps >= 0.8x with p99 <= 1.5x, HTTPS rps
 >= 0.7x, TCP 1 MB MB/s >= 0.8x. Portway/nginx ratios are reported without goals.
@@ -223,6 +226,7 @@ class WrkResult:
     non_2xx: int  # wrk's "Non-2xx or 3xx responses"
     socket_errors: int  # connect + read + write + timeout
     cpu_us: float | None = None  # the proxy's CPU time (user + system) per request
+    idle_pct: float | None = None  # the whole machine's idle share during the run
 
 
 @dataclass
@@ -236,6 +240,7 @@ class Row:
     p99_ms: float | None = None
     mb_s: float | None = None
     cpu_us: float | None = None
+    idle_pct: float | None = None
     requests: int = 0
     non_2xx: int = 0
     socket_errors: int = 0
@@ -331,6 +336,13 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU since boot, from /proc/stat's first line."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult:
     """One wrk run; `lua` is CONNECT_LUA's file, used for targets with a server name."""
     base = target.bases[case.key]
@@ -350,6 +362,7 @@ def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult
         env = {**os.environ, "WRK_CONNECT_HOST": parts.hostname or ""}
     argv.append(url)
     before = cpu_ticks(target.pid) if target.pid is not None else None
+    busy_before, all_before = machine_ticks()
     try:
         done = subprocess.run(
             argv,
@@ -371,6 +384,9 @@ def run_wrk(target: Target, case: Case, duration_s: int, lua: Path) -> WrkResult
         raise BenchError(f"wrk {url}: {err}:\n{done.stdout[-600:]}") from err
     if result.requests == 0:
         raise BenchError(f"wrk {url}: not one request completed:\n{done.stdout[-600:]}")
+    busy, every = machine_ticks()
+    if every > all_before:
+        result.idle_pct = 100 * (1 - (busy - busy_before) / (every - all_before))
     if before is not None and target.pid is not None:
         ticks = cpu_ticks(target.pid) - before
         result.cpu_us = ticks * 1_000_000 / os.sysconf("SC_CLK_TCK") / result.requests
@@ -803,6 +819,8 @@ def measure_case(
         row.mb_s = statistics.median(r.mb_s for r in done)
         cpu = [r.cpu_us for r in done if r.cpu_us is not None]
         row.cpu_us = statistics.median(cpu) if cpu else None
+        idle = [r.idle_pct for r in done if r.idle_pct is not None]
+        row.idle_pct = statistics.median(idle) if idle else None
         row.requests = sum(r.requests for r in done)
         row.non_2xx = sum(r.non_2xx for r in done)
         row.socket_errors = sum(r.socket_errors for r in done)
@@ -869,11 +887,12 @@ def print_case(case: Case, rows: list[Row], duration_s: int, runs: int) -> None:
     mb = case.tcp
     print(
         f"   {'target':<9}{'MB/s' if mb else '':>9}{'rps':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'cpu us/req':>11}{'errors':>8}  note"
+        f"{'cpu us/req':>11}{'idle %':>8}{'errors':>8}  note"
     )
     for r in rows:
         if r.skipped or r.failure:
-            print(f"   {r.target:<9}{'':>9}{'-':>11}{'-':>9}{'-':>9}{'-':>11}{'-':>8}  ", end="")
+            dashes = f"{'-':>11}{'-':>9}{'-':>9}{'-':>11}{'-':>8}{'-':>8}"
+            print(f"   {r.target:<9}{'':>9}{dashes}  ", end="")
             print(r.skipped or f"FAILED: {r.failure.splitlines()[0] if r.failure else ''}")
             continue
         note = "one instance, plain HTTP: the ceiling" if r.target == "direct" else ""
@@ -882,7 +901,7 @@ def print_case(case: Case, rows: list[Row], duration_s: int, runs: int) -> None:
         print(
             f"   {r.target:<9}{fmt(r.mb_s, '9.1f') if mb else '':>9}{fmt(r.rps, '11,.0f')}"
             f"{fmt(r.p50_ms, '9.3f')}{fmt(r.p99_ms, '9.3f')}{fmt(r.cpu_us, '.1f'):>11}"
-            f"{r.errors:>8}  {note}"
+            f"{fmt(r.idle_pct, '.1f'):>8}{r.errors:>8}  {note}"
         )
     for against in ("haproxy", "nginx"):
         ratio = ratios(case, rows, against)
