@@ -106,6 +106,34 @@ def test_websocket_upgrade_becomes_a_tunnel_counted_in_flight(tmp_path: Path) ->
         gw.wait_inflight({})
 
 
+def test_a_half_close_before_the_101_reaches_the_instance_through_the_tunnel(
+    tmp_path: Path,
+) -> None:
+    def upgrade_then_answer_at_eof(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+        )
+        got = b""
+        while data := conn.recv(65536):  # until the client's end of stream (or the timeout)
+            got += data
+        conn.sendall(b"got:" + got)
+
+    with raw_backend(upgrade_then_answer_at_eof) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        with socket.create_connection(address, timeout=WAIT_S) as sock:
+            sock.sendall(
+                b"GET /x HTTP/1.1\r\nHost: app.test\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+                b"early"
+            )
+            sock.shutdown(socket.SHUT_WR)  # before the instance has answered
+            received = b""
+            while data := sock.recv(65536):
+                received += data
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        assert rest == b"got:early"  # the instance saw the end of stream, then answered
+
+
 def test_expect_100_continue_is_relayed(tmp_path: Path) -> None:
     def continue_then_read(conn: socket.socket, head: bytes) -> None:
         assert b"expect: 100-continue" in head.lower()

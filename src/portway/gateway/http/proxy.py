@@ -751,6 +751,10 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel_data:
             self.ctx.send(upstream.transport, b"".join(self.tunnel_data))
             self.tunnel_data = []
+        if self.client_eof and upstream.transport.can_write_eof():
+            # The client half-closed while the instance was deciding: pass it on now, as
+            # eof_received does once the tunnel is up, or the instance waits for it forever.
+            self.ctx.send_eof(upstream.transport)
 
     # --- reading pauses -------------------------------------------------------------------
 
