@@ -779,11 +779,21 @@ def check_answers(target: Target, case: Case, deadline: float) -> None:
             time.sleep(0.2)
 
 
+def _rotated(targets: list[Target], by: int) -> list[Target]:
+    """`targets`, starting `by` places later. Each round starts one target later, so no target
+    always follows the same one: in a fixed order every run of Portway came right after
+    "direct" (wrk at full speed on both CPUs), whatever state that leaves the machine in."""
+    if not targets:
+        return []
+    by %= len(targets)
+    return targets[by:] + targets[:by]
+
+
 def measure_case(
     case: Case, targets: list[Target], duration_s: int, runs: int, lua: Path
 ) -> list[Row]:
     """Warm up and check each target, then `runs` rounds over all targets (interleaved, so a
-    drift of the machine touches them alike); one Row per target."""
+    drift of the machine touches them alike, and rotated); one Row per target."""
     results: dict[str, list[WrkResult]] = {t.name: [] for t in targets}
     rows = {t.name: Row(t.name) for t in targets}
     live = []
@@ -799,8 +809,8 @@ def measure_case(
             rows[target.name].failure = str(err)
             continue
         live.append(target)
-    for _ in range(runs):
-        for target in live:
+    for run in range(runs):
+        for target in _rotated(live, run):
             row = rows[target.name]
             if row.failure is not None:
                 continue
