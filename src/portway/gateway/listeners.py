@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -127,26 +128,16 @@ class Gateway:
         sock = _bind(ctx.host, ctx.listen_port(port))
         loop = ctx.loop
         try:
-            if listener.mode == HTTP_MODE:
-                tls = listener.tls
-
-                def http() -> asyncio.Protocol:
-                    return ClientConnection(ctx, port, tls)
-
-                if tls:
-                    context = self._routers[HTTP_ALPN].context
-
-                    def https() -> asyncio.Protocol:
-                        return TLSServerProtocol(
-                            context,
-                            ClientConnection(ctx, port, True),
-                            handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                        )
-
-                    return await loop.create_server(https, sock=sock)
-                return await loop.create_server(http, sock=sock)
-            return await loop.create_server(self._tcp_factory(listener), sock=sock)
+            if listener.mode != HTTP_MODE:
+                return await loop.create_server(self._tcp_factory(listener), sock=sock)
+            if not listener.tls:
+                return await loop.create_server(
+                    lambda: ClientConnection(ctx, port, False), sock=sock
+                )
+            router = self._routers[HTTP_ALPN]
+            return await loop.create_server(
+                lambda: _behind_tls(router.context, ClientConnection(ctx, port, True)), sock=sock
+            )
         except BaseException:
             sock.close()
             raise
@@ -156,20 +147,19 @@ class Gateway:
         if not listener.tls:
             return lambda: TcpClient(ctx, port, lambda _: None)
         router = self._routers[()]
-
-        def tls_relay() -> asyncio.Protocol:
-            return TLSServerProtocol(
-                router.context,
-                TcpClient(ctx, port, router.server_name),
-                handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            )
-
-        return tls_relay
+        return lambda: _behind_tls(router.context, TcpClient(ctx, port, router.server_name))
 
     async def run(self) -> None:
         """The gateway's own loop: deadlines, counters and the access log."""
         await self.ctx.sweep()
+
+
+def _behind_tls(context: ssl.SSLContext, app: asyncio.Protocol) -> TLSServerProtocol:
+    """`app` (an HTTP-mode or TCP-mode client connection) behind the gateway's TLS, with its
+    handshake and shutdown deadlines: the same for every TLS port."""
+    return TLSServerProtocol(
+        context, app, handshake_timeout=HANDSHAKE_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
