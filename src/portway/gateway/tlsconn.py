@@ -229,9 +229,8 @@ class TLSServerProtocol(asyncio.Protocol):
     def _decrypt(self) -> bytes:
         """All plaintext in the complete records the incoming BIO holds; sets `_peer_closed` at
         the peer's close_notify. Raises ssl.SSLError when the stream is corrupt."""
-        read = self._sslobj.read
-        incoming = self._incoming
-        sslobj = self._sslobj
+        sslobj, incoming = self._sslobj, self._incoming
+        read = sslobj.read
         chunks: list[bytes] = []
         try:
             while True:
