@@ -4,6 +4,8 @@ entry's fields came as (bytes read off the wire in HTTP mode, text in TCP mode).
 from __future__ import annotations
 
 import json
+import random
+import re
 import socket
 from pathlib import Path
 
@@ -57,6 +59,23 @@ def test_numbers_keep_their_precision_and_zero_padding() -> None:
     assert '"time":1795000000.000001,' in line
     assert '"duration_ms":0.050,' in line
     assert '"wake_ms":12.500}' in line
+
+
+def test_times_are_the_entry_s_to_the_microsecond_in_fixed_decimals() -> None:
+    """Over many values: the digits of each part land in their place (whole seconds, then
+    milliseconds, then µs), rounded to the nearest."""
+    rng = random.Random(7)
+    for _ in range(500):
+        when = rng.uniform(1.7e9, 1.9e9)
+        duration = rng.choice([rng.uniform(0, 0.002), rng.uniform(0, 90)])
+        text = format_line(when, duration, *HTTP_ENTRY[2:])
+        time_text = re.search(r'"time":([0-9.]+),', text)
+        ms_text = re.search(r'"duration_ms":([0-9.]+),', text)
+        assert time_text and re.fullmatch(r"\d{10}\.\d{6}", time_text.group(1)), text
+        assert ms_text and re.fullmatch(r"\d+\.\d{3}", ms_text.group(1)), text
+        # Compared in whole µs: a float near 1.8e9 s cannot hold a µs exactly.
+        assert abs(int(time_text.group(1).replace(".", "")) - when * 1e6) <= 0.75, text
+        assert abs(int(ms_text.group(1).replace(".", "")) - duration * 1e6) <= 0.75, text
 
 
 def test_tcp_entries_carry_text_and_give_the_same_shape() -> None:
