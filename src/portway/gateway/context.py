@@ -95,7 +95,7 @@ class Context:
         # The loop's clock, bound once: the request path reads it several times a request, and
         # a bound method is called without looking `time` up on the loop each time.
         self.clock: Callable[[], float] = self.loop.time
-        self.pool: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self.pool: dict[str, list[UpstreamConnection]] = {}  # by Endpoint.address
         self.watched: set[Expiring] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outbox: list[tuple[Any, object]] = []
@@ -209,10 +209,9 @@ class Context:
         """Keep `conn` for reuse if the instance may still take work and there is room."""
         if self.closing or endpoint.instance not in self.eligible:
             return False
-        key = (endpoint.host, endpoint.port)
-        idle = self.pool.get(key)
+        idle = self.pool.get(endpoint.address)
         if idle is None:
-            idle = self.pool[key] = []  # not setdefault: no list made on every call
+            idle = self.pool[endpoint.address] = []  # not setdefault: no list made on every call
         if len(idle) >= self.limits.pool_per_endpoint:
             return False
         conn.deadline = self.clock() + self.limits.pool_idle_s
@@ -220,7 +219,7 @@ class Context:
         return True
 
     def drop_idle(self, endpoint: Endpoint, conn: object) -> None:
-        idle = self.pool.get((endpoint.host, endpoint.port))
+        idle = self.pool.get(endpoint.address)
         if idle is not None and conn in idle:
             idle.remove(conn)
 

@@ -33,6 +33,12 @@ class Endpoint:
     name: str
     host: str
     port: int
+    # `host:port`, made once: the key of the gateway's pool of idle connections, looked up
+    # twice per request. A str keeps its hash; a `(host, port)` tuple is built and hashed anew.
+    address: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", f"{self.host}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -536,7 +536,7 @@ class ClientConnection(asyncio.Protocol):
             # Activity.begin and taking a pooled connection, inlined (the request path's
             # hottest lines).
             inflight[endpoint.instance] = inflight.get(endpoint.instance, 0) + 1
-            idle = ctx.pool.get((endpoint.host, endpoint.port))
+            idle = ctx.pool.get(endpoint.address)
             if idle:
                 idle.pop().attach(exchange)
             else:
