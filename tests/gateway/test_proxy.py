@@ -323,6 +323,36 @@ def test_head_responses_end_with_their_head_and_the_connection_is_reused(tmp_pat
                     assert body == b""
 
 
+def test_the_same_instance_head_is_rewritten_for_what_each_request_asked(tmp_path: Path) -> None:
+    """The instance sends one head, byte for byte, on one pooled connection; the client's
+    last request says `Connection: close`, so only its answer may say so (the gateway
+    remembers the last head per connection, and must tell requests apart)."""
+
+    def serve(conn: socket.socket, head: bytes) -> None:
+        while head:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(1)):
+                head += chunk
+
+    heads = []
+    with (
+        raw_backend(serve) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        for connection in (b"keep-alive", b"keep-alive", b"close"):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: %s\r\n\r\n" % connection)
+            data = b""
+            while not data.endswith(b"\r\n\r\nhello"):
+                chunk = sock.recv(4096)
+                assert chunk, f"closed after {data!r}"
+                data += chunk
+            heads.append(data.partition(b"\r\n\r\n")[0])
+        assert sock.recv(4096) == b""  # closed after the answer to `Connection: close`
+    assert [b"Connection: close" in head for head in heads] == [False, False, True]
+
+
 def _fetch(address: tuple[str, int], request: bytes) -> bytes:
     """Send one request and read until the gateway closes or a whole response is in."""
     with socket.create_connection(address, timeout=WAIT_S) as sock:

@@ -51,6 +51,7 @@ from .head import (
     MAX_RESPONSE_HEAD,
     MAX_TARGET,
     RECHUNK,
+    ClientHead,
     Refused,
     RequestHead,
     authority,
@@ -809,6 +810,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.done = False
         self.tunnel = False
         self.deadline = 0.0
+        # The last final head and flags `client_head` was asked about, and its answer. An
+        # instance sends the same head on a connection again and again (`Date` changes once a
+        # second), and comparing bytes costs a tenth of hashing them for the shared memo.
+        self.last_head = b""
+        self.last_flags = -1
+        self.last_made: ClientHead | None = None
 
     def _new_parser(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -999,7 +1006,11 @@ class UpstreamConnection(asyncio.Protocol):
             flags |= CLIENT_HTTP10
         if exchange.method == b"HEAD":
             flags |= HEAD_REQUEST
-        made = client_head(head, status, flags)
+        made = self.last_made
+        if made is None or flags != self.last_flags or head != self.last_head:
+            made = self.last_made = client_head(head, status, flags)
+            self.last_head = head
+            self.last_flags = flags
         self.body_mode = made.body_mode
         self.until_close = made.until_close
         if made.close:
