@@ -353,6 +353,37 @@ def test_the_same_instance_head_is_rewritten_for_what_each_request_asked(tmp_pat
     assert [b"Connection: close" in head for head in heads] == [False, False, True]
 
 
+def _scripted(answers: list[bytes], connections: list[int]) -> Handler:
+    """A keep-alive instance that sends the next of `answers` for each request, in one
+    write, and counts its connections."""
+    script = iter(answers)
+
+    def serve(conn: socket.socket, head: bytes) -> None:
+        connections.append(1)
+        while head:
+            conn.sendall(next(script))
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(1)):
+                head += chunk
+
+    return serve
+
+
+def test_an_instance_that_sends_past_its_response_loses_the_connection(tmp_path: Path) -> None:
+    """Bytes after the end of a response, in the same read, put the connection out of step:
+    the client gets the response, and the next request goes over a new connection."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain",
+    ]
+    connections: list[int] = []
+    with raw_backend(_scripted(answers, connections)) as port, GatewayThread(tmp_path) as gw:
+        address = _serve(gw, port)
+        assert http_get(address)[::2] == (200, b"ok")
+        assert http_get(address)[::2] == (200, b"again")
+    assert len(connections) == 2
+
+
 def _fetch(address: tuple[str, int], request: bytes) -> bytes:
     """Send one request and read until the gateway closes or a whole response is in."""
     with socket.create_connection(address, timeout=WAIT_S) as sock:

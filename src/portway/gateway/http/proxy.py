@@ -816,6 +816,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_head = b""
         self.last_flags = -1
         self.last_made: ClientHead | None = None
+        self.overrun = False  # the instance sent bytes past the end of its response
 
     def _new_parser(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -980,6 +981,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- httptools callbacks --------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.done:
+            # A message after the response, in the same read: the instance is out of step,
+            # and llhttp is part-way into bytes nobody asked for. The connection is not reused.
+            self.overrun = True
+
     def on_headers_complete(self) -> None:
         exchange, client = self.exchange, self.client
         assert exchange is not None and client is not None
@@ -1057,7 +1064,9 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self, exchange: Exchange) -> None:
         client = self.client
         assert client is not None
-        reusable = exchange.request_done and self.keep_alive and not self.until_close
+        reusable = (
+            exchange.request_done and self.keep_alive and not self.until_close and not self.overrun
+        )
         self.exchange = None
         self.client = None
         self.done = False
