@@ -288,3 +288,5 @@ def test_work_held_at_the_soft_limit_goes_where_a_request_ends(tmp_path: Path) -
         assert time.monotonic() - released < 2.0
         assert first == [200]
         assert second and second[0][0] == 200 and second[0][2] == b"a"
+        # It waited, and says so, though the instance's answer repeats the first one's.
+        assert float(second[0][1]["x-portway-wake-ms"]) > 0

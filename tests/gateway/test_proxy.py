@@ -369,6 +369,38 @@ def _scripted(answers: list[bytes], connections: list[int]) -> Handler:
     return serve
 
 
+def test_a_response_like_the_last_one_reaches_the_client_as_the_instance_sent_it(
+    tmp_path: Path,
+) -> None:
+    """A pooled connection skips parsing a response whose head and length repeat the last
+    one's: the body, a head of the same length and another status must still come through."""
+
+    def answer(status: bytes, seq: bytes, body: bytes) -> bytes:
+        return b"HTTP/1.1 %s\r\nX-Seq: %s\r\nContent-Length: 5\r\n\r\n%s" % (status, seq, body)
+
+    sent = [
+        (b"200 OK", b"1", b"hello"),
+        (b"200 OK", b"1", b"hello"),
+        (b"200 OK", b"1", b"world"),  # the same head, another body
+        (b"200 OK", b"2", b"world"),  # another head of the same length
+        (b"404 No", b"2", b"world"),  # another status
+        (b"404 No", b"2", b"world"),
+    ]
+    connections: list[int] = []
+    got = []
+    with (
+        raw_backend(_scripted([answer(*a) for a in sent], connections)) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        for _ in sent:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            status, headers, body = read_response(sock)
+            got.append((status, headers["x-seq"].encode(), body))
+    assert got == [(int(s.split()[0]), seq, body) for s, seq, body in sent]
+    assert len(connections) == 1
+
+
 def test_an_instance_that_sends_past_its_response_loses_the_connection(tmp_path: Path) -> None:
     """Bytes after the end of a response, in the same read, put the connection out of step:
     the client gets the response, and the next request goes over a new connection."""

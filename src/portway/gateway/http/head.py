@@ -324,6 +324,7 @@ class ClientHead(NamedTuple):
     body_mode: int  # NO_BODY, AS_IS or RECHUNK
     until_close: bool  # the body ends when the instance closes
     close: bool  # the client connection closes after this response
+    length: int = -1  # the body's Content-Length, when it is passed AS_IS by that length
 
 
 # Heads already rewritten, by the instance's head, then by `client_head`'s flags. An instance
@@ -355,6 +356,7 @@ def _client_head(response: ResponseHead, status: int, flags: int) -> ClientHead:
     close = bool(flags & CLOSING)
     http10 = bool(flags & CLIENT_HTTP10)
     until_close = False
+    length = -1
     if flags & HEAD_REQUEST or status in (204, 304):
         body_mode = NO_BODY
         extra = b""
@@ -363,6 +365,7 @@ def _client_head(response: ResponseHead, status: int, flags: int) -> ClientHead:
     elif response.content_length is not None:
         body_mode = AS_IS
         extra = b"Content-Length: %s\r\n" % response.content_length
+        length = int(response.content_length)  # digits: llhttp checked them
     else:
         # Neither length nor chunked: the body ends when the instance closes (RFC 9112 §6.3).
         until_close = not response.chunked
@@ -377,4 +380,4 @@ def _client_head(response: ResponseHead, status: int, flags: int) -> ClientHead:
         extra += b"Connection: close\r\n"
     elif http10:
         extra += b"Connection: keep-alive\r\n"
-    return ClientHead(response_head(response, extra), body_mode, until_close, close)
+    return ClientHead(response_head(response, extra), body_mode, until_close, close, length)

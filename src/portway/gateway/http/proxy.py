@@ -816,6 +816,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_head = b""
         self.last_flags = -1
         self.last_made: ClientHead | None = None
+        self.last_status = 0
         self.overrun = False  # the instance sent bytes past the end of its response
 
     def _new_parser(self) -> None:
@@ -874,6 +875,9 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes nobody asked for: the connection is unusable.
             self.ctx.send_close(self.transport)
             return
+        first = not exchange.response_started and not self.raw
+        if first and self.last_made is not None and self._repeated(exchange, client, data):
+            return
         out = self.out = []
         if not exchange.response_started:
             self.raw += data
@@ -901,6 +905,37 @@ class UpstreamConnection(asyncio.Protocol):
             client.start_tunnel(self)
         elif self.done:
             self._complete(exchange)
+
+    def _repeated(self, exchange: Exchange, client: ClientConnection, data: bytes) -> bool:
+        """Answer the exchange without llhttp when `data` is the last response again: the
+        same head bytes, which llhttp accepted on this connection, and exactly the body its
+        Content-Length gives. llhttp, at the start of a message here (a pooled connection
+        holds no bytes past its last response: see `overrun`), would read it the same way and
+        end at the start of the next. Per response this skips the parser and its callbacks."""
+        head, made = self.last_head, self.last_made
+        assert made is not None
+        if (
+            made.length < 0
+            or len(data) != len(head) + made.length
+            or not data.startswith(head)
+            or exchange.held is not None
+            or exchange.upgrade is not None
+            or self._flags(exchange, client) != self.last_flags
+        ):
+            return False
+        self.deadline = 0.0
+        exchange.status = self.last_status
+        exchange.response_started = True
+        self.body_mode = AS_IS
+        self.until_close = False
+        # `keep_alive` is as llhttp said for this head last time (left unchanged since).
+        if made.close:
+            exchange.keep_alive = False
+        chunk = made.head + data[len(head) :]
+        exchange.bytes_out += len(chunk)
+        self.ctx.send(client.transport, chunk)
+        self._complete(exchange)
+        return True
 
     def eof_received(self) -> bool:
         return False
@@ -1006,18 +1041,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         if exchange.upgrade is not None and client.upgrading:
             client.upgrade_refused()
-        flags = CLOSING if (not exchange.keep_alive or self.ctx.closing) else 0
-        if client.dead and flags == 0 and client.ends_after_front:
-            flags = CLOSING
-        if exchange.version == "1.0":
-            flags |= CLIENT_HTTP10
-        if exchange.method == b"HEAD":
-            flags |= HEAD_REQUEST
+        flags = self._flags(exchange, client)
         made = self.last_made
         if made is None or flags != self.last_flags or head != self.last_head:
             made = self.last_made = client_head(head, status, flags)
             self.last_head = head
             self.last_flags = flags
+            self.last_status = status
         self.body_mode = made.body_mode
         self.until_close = made.until_close
         if made.close:
@@ -1029,6 +1059,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.out.append(made.head[:-2] + wake)
         if flags & HEAD_REQUEST:
             raise _HeadDone
+
+    def _flags(self, exchange: Exchange, client: ClientConnection) -> int:
+        """What `client_head` is told about the exchange."""
+        flags = CLOSING if (not exchange.keep_alive or self.ctx.closing) else 0
+        if client.dead and flags == 0 and client.ends_after_front:
+            flags = CLOSING
+        if exchange.version == "1.0":
+            flags |= CLIENT_HTTP10
+        if exchange.method == b"HEAD":
+            flags |= HEAD_REQUEST
+        return flags
 
     def _interim_or_switch(self, exchange: Exchange, status: int, head: bytes) -> None:
         """An interim response (100 Continue ...), passed on to an HTTP/1.1 client, or the
