@@ -416,6 +416,75 @@ def test_an_instance_that_sends_past_its_response_loses_the_connection(tmp_path:
     assert len(connections) == 2
 
 
+def _read_head(conn: socket.socket) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := conn.recv(1)):
+        head += chunk
+    return head
+
+
+def _read_body(conn: socket.socket, head: bytes) -> bytes:
+    """The body after `head`, chunked (kept framed) or by its Content-Length."""
+    lowered, body = head.lower(), b""
+    if b"transfer-encoding: chunked" in lowered:
+        while not body.endswith(b"0\r\n\r\n") and (chunk := conn.recv(1)):
+            body += chunk
+    elif b"content-length:" in lowered:
+        length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length and (chunk := conn.recv(length - len(body))):
+            body += chunk
+    return body
+
+
+def _recording(seen: list[bytes], connections: list[int], gate: threading.Event) -> Handler:
+    """A keep-alive instance that keeps each request it reads, head and body, and answers
+    with the body, or with the number of requests it has read when there is none. It
+    answers when `gate` is set."""
+
+    def serve(conn: socket.socket, head: bytes) -> None:
+        connections.append(1)
+        while head:
+            body = _read_body(conn, head)
+            seen.append(head + body)
+            gate.wait(WAIT_S)
+            answer = body or b"%d" % len(seen)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            head = _read_head(conn)
+
+    return serve
+
+
+def _opened() -> threading.Event:
+    gate = threading.Event()
+    gate.set()
+    return gate
+
+
+@pytest.mark.parametrize("again", [b"/", b"/other"], ids=["same bytes", "new bytes"])
+@pytest.mark.parametrize("answer", [200, 404], ids=["by the instance", "by the gateway"])
+def test_a_gateway_shutting_down_closes_keep_alive_connections_after_their_answer(
+    tmp_path: Path, again: bytes, answer: int
+) -> None:
+    """Once the gateway has begun to close, the next request on a kept-alive connection is
+    answered with `Connection: close` and the connection then ends: whether that request's
+    bytes repeat the last one's or not, and whoever answers it."""
+    with (
+        raw_backend(_recording([], [], _opened())) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert "connection" not in read_response(sock)[1]
+        if answer == 404:
+            gw.apply(snapshot(2, http_listener(80, {})))
+        assert gw.gateway is not None
+        gw.call(gw.gateway.ctx.close)
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: app.test\r\n\r\n" % again)
+        status, headers, _ = read_response(sock)
+        assert (status, headers.get("connection")) == (answer, "close")
+        assert sock.recv(16) == b""
+
+
 def _fetch(address: tuple[str, int], request: bytes) -> bytes:
     """Send one request and read until the gateway closes or a whole response is in."""
     with socket.create_connection(address, timeout=WAIT_S) as sock:
