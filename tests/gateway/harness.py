@@ -312,6 +312,22 @@ def http_get(
         return read_response(sock)
 
 
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """`count` Content-Length-framed responses in a row, as (status, body). Pipelined
+    answers can share one read, which `read_response` would cut at the first's end."""
+    reader = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(reader.readline().split(b" ")[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        answers.append((status, reader.read(length)))
+    return answers
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """Read one whole Content-Length-framed response (or until close)."""
     data = b""

@@ -25,6 +25,7 @@ from .harness import (
     http_get,
     http_listener,
     read_response,
+    read_responses,
     route,
     snapshot,
 )
@@ -460,6 +461,90 @@ def _opened() -> threading.Event:
     return gate
 
 
+def test_a_request_sent_again_reaches_the_instance_as_a_request_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """The gateway reads a request whose bytes repeat the last one's on the connection
+    without parsing them again: each must still get its own forwarded fields and start
+    time, and be routed by the configuration in place when it came."""
+    request = b"GET /a?b=c HTTP/1.1\r\nHost: app.test\r\nX-Custom: 1\r\n\r\n"
+    seen: list[bytes] = []
+    connections: list[int] = []
+    moved: list[bytes] = []
+    with (
+        raw_backend(_recording(seen, connections, _opened())) as port,
+        raw_backend(_recording(moved, [], _opened())) as other,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        answers = []
+        for _ in range(3):
+            sock.sendall(request)
+            answers.append(read_response(sock)[::2])
+            time.sleep(0.002)  # X-Request-Start counts microseconds
+        r = route("web", 80, [endpoint("b", other)], soft_limit=100)
+        gw.apply(snapshot(2, http_listener(80, {"app.test": r})))
+        sock.sendall(request)
+        answers.append(read_response(sock)[::2])
+    assert answers == [(200, b"1"), (200, b"2"), (200, b"3"), (200, b"1")]
+    assert len(seen) == 3 and len(moved) == 1 and len(connections) == 1
+    starts = [int(head.split(b"X-Request-Start: t=")[1].split(b"\r\n")[0]) for head in seen]
+    assert starts == sorted(set(starts))
+    for head in seen + moved:
+        assert head.startswith(b"GET /a?b=c HTTP/1.1\r\nHost: app.test\r\nX-Custom: 1\r\n")
+        assert b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n" in head
+
+
+def test_requests_sent_again_with_a_body_carry_their_body(tmp_path: Path) -> None:
+    requests = [
+        b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+    ]
+    seen: list[bytes] = []
+    with (
+        raw_backend(_recording(seen, [], _opened())) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        bodies = []
+        for request in requests:
+            for _ in range(2):
+                sock.sendall(request)
+                bodies.append(read_response(sock)[2])
+    assert bodies == [b"hello", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"]
+    assert len(seen) == 4
+
+
+def test_a_request_sent_again_before_the_last_is_answered_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    """Pipelined: the second goes to the instance after the first is answered, over the
+    same connection, and the answers come back in order."""
+    request = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"
+    seen: list[bytes] = []
+    connections: list[int] = []
+    gate = _opened()
+    with (
+        raw_backend(_recording(seen, connections, gate)) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        sock.sendall(request)
+        answers = [read_response(sock)[::2]]  # the gateway now remembers the request
+        gate.clear()
+        sock.sendall(request)
+        deadline = time.monotonic() + WAIT_S
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        sock.sendall(request)  # while the instance holds the answer to the one before
+        time.sleep(0.05)
+        gate.set()
+        answers += read_responses(sock, 2)
+    assert answers == [(200, b"1"), (200, b"2"), (200, b"3")]
+    assert len(connections) == 1
+
+
 @pytest.mark.parametrize("again", [b"/", b"/other"], ids=["same bytes", "new bytes"])
 @pytest.mark.parametrize("answer", [200, 404], ids=["by the instance", "by the gateway"])
 def test_a_gateway_shutting_down_closes_keep_alive_connections_after_their_answer(
@@ -483,6 +568,22 @@ def test_a_gateway_shutting_down_closes_keep_alive_connections_after_their_answe
         status, headers, _ = read_response(sock)
         assert (status, headers.get("connection")) == (answer, "close")
         assert sock.recv(16) == b""
+
+
+def test_two_requests_in_one_read_are_both_answered_each_time(tmp_path: Path) -> None:
+    """The first is answered by the gateway (no such host) before the second begins; a read
+    of both must not be taken for a read of the second alone."""
+    both = b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\nGET / HTTP/1.1\r\nHost: app.test\r\n\r\n"
+    with (
+        raw_backend(_recording([], [], _opened())) as port,
+        GatewayThread(tmp_path) as gw,
+        socket.create_connection(_serve(gw, port), timeout=WAIT_S) as sock,
+    ):
+        statuses = []
+        for _ in range(2):
+            sock.sendall(both)
+            statuses += [status for status, _ in read_responses(sock, 2)]
+    assert statuses == [404, 200, 404, 200]
 
 
 def _fetch(address: tuple[str, int], request: bytes) -> bytes:

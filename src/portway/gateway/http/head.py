@@ -150,6 +150,20 @@ class RequestHead:
             return b""
         return normalize_host(self.host_field)
 
+    def repeat(self, other: RequestHead) -> None:
+        """Take the fields of `other`, a head parsed from these very bytes."""
+        self.size = other.size
+        self.count = other.count
+        self.host_field = other.host_field
+        self.hosts = other.hosts
+        self.chunked = other.chunked
+        self.content_length = other.content_length
+        self.forwarded_for = other.forwarded_for
+        self.connection = other.connection
+        self.upgrade = other.upgrade
+        self.expect_continue = other.expect_continue
+        self.lines = other.lines  # not changed once the head is in: shared
+
     def drop_connection_listed(self) -> None:
         """Fields the client's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1)."""
         named = {t for t in self.connection if t not in (b"close", b"keep-alive", b"upgrade")}

@@ -73,6 +73,9 @@ _AT_HARD_LIMIT: Final = Verdict.AT_HARD_LIMIT
 MAX_CHUNK_FRAMING: Final = 32 * 1024
 CHUNK_LINE: Final = 64  # per chunk: size, CRLFs and a short extension
 MAX_PIPELINE: Final = 16  # queued requests before the client is made to wait
+# The longest read a connection keeps to compare the next with (ClientConnection.repeat):
+# request heads are mostly a few hundred bytes, and a connection's memory stays small.
+MAX_REPEAT: Final = 4096
 MAX_PENDING_BODY: Final = 1 << 20  # body bytes kept while the instance connection opens
 CHUNK_END: Final = b"0\r\n\r\n"
 
@@ -208,6 +211,11 @@ class ClientConnection(asyncio.Protocol):
         self.blocks: set[str] = set()  # why reading is paused
         self.deadline = 0.0
         self.logged: dict[str, Logged] = {}  # access-log fields by instance (log_fields)
+        # The last read that was one whole request without a body, read from the start of a
+        # message and kept alive, and its exchange: those bytes again are that request again.
+        self.repeat = b""
+        self.repeat_of: Exchange | None = None
+        self.begun = 0  # requests begun on this connection
 
     # --- asyncio callbacks ----------------------------------------------------------------
 
@@ -223,6 +231,11 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None or self.upgrading or self.dead or len(data) > SLICE:
             self._unusual_read(data)
             return
+        fresh = self.parsing is None and not self.queue  # llhttp is at the start of a message
+        if fresh and data == self.repeat:
+            self._repeated()
+            return
+        begun = self.begun
         # _feed, inlined: a whole request in one read is the common case.
         try:
             self.feed(data)
@@ -231,6 +244,43 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.in_head or self.parsing is not None:
             self._parsed(len(data))
+        elif fresh and self.begun == begun + 1 and len(self.queue) == 1:
+            self._remember(data, self.queue[0])
+
+    def _remember(self, data: bytes, exchange: Exchange) -> None:
+        """Keep `data`, one whole request that llhttp and the checks in on_headers_complete
+        passed, as `repeat`: the same bytes make the same head again. Not a request with a
+        body (its bytes are forwarded as llhttp reads them), nor one that ends the connection
+        (llhttp would refuse what follows it). An upgrade never gets here: llhttp stops at it."""
+        if (
+            exchange.keep_alive
+            and not exchange.chunked
+            and not exchange.content_length
+            and len(data) <= MAX_REPEAT
+        ):
+            self.repeat = data
+            self.repeat_of = exchange
+
+    def _repeated(self) -> None:
+        """The read is `repeat` again, with llhttp where `repeat` found it: at the start of a
+        message. Its exchange is made from the remembered one's head, without llhttp and
+        its callbacks; the route, instance and everything after are decided anew."""
+        last = self.repeat_of
+        assert last is not None
+        self.begun += 1
+        exchange = Exchange(self, perf_counter())
+        exchange.repeat(last)
+        exchange.method = last.method
+        exchange.target = last.target
+        exchange.host = last.host
+        exchange.version = last.version
+        exchange.keep_alive = not self.ctx.closing
+        exchange.head_done = True
+        exchange.request_done = True
+        exchange.received_us = int((exchange.started + self.ctx.wall_offset) * 1_000_000)
+        self.queue.append(exchange)
+        self.deadline = 0.0
+        self._dispatch(exchange)
 
     def _unusual_read(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -307,6 +357,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.watched.discard(self)
         self.dead = True
+        self.repeat_of = None  # it refers back to this connection
         while self.queue:
             exchange = self.queue.pop(0)
             exchange.abandoned = True
@@ -374,6 +425,7 @@ class ClientConnection(asyncio.Protocol):
     # --- httptools callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.begun += 1
         exchange = Exchange(self, perf_counter())
         self.parsing = exchange
         self.queue.append(exchange)
