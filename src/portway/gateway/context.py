@@ -5,6 +5,11 @@ Deadlines are coarse on purpose: instead of one timer per connection (a `call_la
 made and cancelled on every request), each connection keeps one `deadline` number and a single
 sweeper looks at all of them every `SWEEP_S`. A deadline therefore fires up to `SWEEP_S` late,
 which no timeout here is sensitive to.
+
+The same sweeper settles finished requests more often, every `SETTLE_S`: until then each one is
+a live object the young garbage-collector generation walks. Settled every 0.25 s, at 40,000
+requests a second 10,000 of them were alive whenever a collection came, a 3-6 ms pause about
+every 0.3 s that every request in flight waited through (the gateway's p99 at c=64).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("portway.gateway")
 
 SWEEP_S: Final = 0.25
+SETTLES_PER_SWEEP: Final = 5
+SETTLE_S: Final = SWEEP_S / SETTLES_PER_SWEEP  # 50 ms
 AWAKE_GRACE_S: Final = 5.0  # a woken instance serves this long at most before its Snapshot
 SETTLE_CHUNK: Final = 256  # finished requests counted and logged per turn of the loop
 # Markers in the outbox, after the data sent before them.
@@ -244,22 +251,27 @@ class Context:
         task.add_done_callback(self._tasks.discard)
 
     async def sweep(self) -> None:
-        """Deadlines, and the counters and access log catching up with finished work."""
+        """The counters and access log catching up with finished work every `SETTLE_S`, and
+        deadlines every `SWEEP_S`."""
         try:
+            settles = 0
             while True:
-                await asyncio.sleep(SWEEP_S)
-                self.wall_offset = time.time() - time.perf_counter()
+                await asyncio.sleep(SETTLE_S)
                 await self._settle()
-                self._expire()
+                settles += 1
+                if settles % SETTLES_PER_SWEEP == 0:
+                    self.wall_offset = time.time() - time.perf_counter()
+                    self._expire()
         finally:
             self.activity.settle()
             self.access_log.flush()
 
     async def _settle(self) -> None:
-        """Count and log the requests finished since the last sweep, a chunk at a time with a
-        turn of the loop in between. At 20,000 requests a second a sweep's worth is 5,000
-        entries, tens of milliseconds that would otherwise hold every connection at once
-        (they were the gateway's p99). Work finished meanwhile waits for the next sweep."""
+        """Count and log the requests finished since the last settle, a chunk at a time with a
+        turn of the loop in between. At 40,000 requests a second a settle's worth is 2,000
+        entries, milliseconds that would otherwise hold every connection at once (at 0.25 s
+        and 5,000 entries they were the gateway's p99). Work finished meanwhile waits for the
+        next settle."""
         activity, access_log = self.activity, self.access_log
         for _ in range(len(activity.pending) // SETTLE_CHUNK + 1):
             activity.settle(SETTLE_CHUNK)
