@@ -39,7 +39,7 @@ from .gateway.listeners import Gateway
 from .gateway.tls import CertificateStore, LocalCA, TLSError, ca_bundle_path, tls_dir
 from .model.errors import Invalid
 from .runtime.images import ImageFiles
-from .runtime.ipam import daemon_pool
+from .runtime.pool_claim import PoolClaimError, claim_pool
 from .runtime.process import ProcessDriver
 from .store.sqlite import SQLiteStore
 
@@ -161,6 +161,10 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
     controller = Controller(store, platform_domain=settings.platform_domain, sink=gateway)
     files = ImageFiles(settings.data_dir / "images")
     driver = _driver(settings)
+    try:
+        pool = claim_pool(_data_dir_key(settings), settings.data_dir)
+    except PoolClaimError as err:
+        raise SetupError(str(err)) from None
     instances = InstanceController(
         controller,
         store,
@@ -168,7 +172,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         files,
         settings.data_dir,
         platform_domain=settings.platform_domain,
-        address_pool=daemon_pool(_data_dir_key(settings)),
+        address_pool=pool.network,
         traffic=gateway.activity,
     )
     scaler = Scaler(instances, gateway.activity)
@@ -258,6 +262,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ready], None]) -> None:
         controller.close()
         driver.close()
         sock.close()
+        pool.release()
 
 
 def _watchdog(loop: asyncio.AbstractEventLoop, after_s: float) -> None:

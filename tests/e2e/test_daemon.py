@@ -60,21 +60,58 @@ def test_sigterm_stops_cleanly(daemon: Daemon) -> None:
     assert daemon.kill(signal.SIGTERM) == 0
 
 
-def test_each_data_directory_hands_out_its_own_addresses(daemon: Daemon) -> None:
-    """Two daemons on one host must not give instances the same private address (a readiness
-    check would otherwise see the other daemon's app): the pool follows the data directory."""
+def test_daemons_whose_data_directories_pick_one_pool_serve_their_own_apps(
+    tmp_path: Path,
+) -> None:
+    """Two daemons on one host must not give instances the same private address: the second
+    app would fail to bind while its readiness check saw the first one's port, and its traffic
+    would reach the other daemon's app. The data directories here hash to the same /16."""
     import hashlib
     import ipaddress
+    import sys
 
-    from portway.runtime.ipam import daemon_pool
+    from portway.runtime.ipam import daemon_pools
+    from portway.runtime.pool_claim import RECORD
+    from tests.e2e.test_gateway import HTTP_APP
 
-    auth = {"Authorization": f"Bearer {daemon.token}"}
-    body = {"image": "host", "args": ["/bin/sleep", "30"]}
-    r = httpx.post(f"{daemon.url}/instances", headers=auth, json=body, timeout=10)
-    item = r.json()["data"]["instances"][0]
-    key = hashlib.sha256(str(daemon.data_dir.resolve()).encode()).digest()
-    assert ipaddress.ip_address(item["private_ip"]) in daemon_pool(key), item["private_ip"]
-    httpx.request("DELETE", f"{daemon.url}/instances", headers=auth, json=[{"uuid": item["uuid"]}])
+    by_pool: dict[ipaddress.IPv4Network, Path] = {}
+    for index in range(129):  # 128 pools: two of 129 names share one
+        candidate = tmp_path / f"data{index}"
+        pool = daemon_pools(hashlib.sha256(str(candidate).encode()).digest())[0]
+        if pool in by_pool:
+            break
+        by_pool[pool] = candidate
+    pair = (by_pool[pool], candidate)
+    app = tmp_path / "app.py"
+    app.write_text(HTTP_APP)
+    daemons = [Daemon(folder).start() for folder in pair]
+    try:
+        served = []
+        for d in daemons:
+            auth = {"Authorization": f"Bearer {d.token}"}
+            body = {
+                "image": "host",
+                "args": [sys.executable, str(app)],
+                "service_group": {
+                    "services": [{"port": 80, "destination_port": 8080, "handlers": ["http"]}]
+                },
+                "autostart": True,
+                "timeout_s": 20,
+            }
+            r = httpx.post(f"{d.url}/instances", headers=auth, json=body, timeout=30)
+            [item] = r.json()["data"]["instances"]
+            assert item["state"] == "running", item
+            claimed = ipaddress.IPv4Network((d.data_dir / RECORD).read_text().strip())
+            assert ipaddress.ip_address(item["private_ip"]) in claimed, item["private_ip"]
+            host, port = d.gateway(80)
+            fqdn = item["service_group"]["domains"][0]["fqdn"]
+            answer = httpx.get(f"http://{host}:{port}/", headers={"Host": fqdn}, timeout=10)
+            served.append((item["private_ip"], item["name"], answer.text))
+        assert served[0][0] != served[1][0]
+        assert [text for _, _, text in served] == [name for _, name, _ in served]
+    finally:
+        for d in daemons:
+            d.stop()
 
 
 def test_an_image_name_with_dots_or_underscores_gives_a_valid_instance_name(

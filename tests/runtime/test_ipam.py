@@ -39,10 +39,25 @@ def test_the_pool_has_an_end() -> None:
         user_subnet(1 << 15)
 
 
-def test_daemon_pools_are_loopback_16s_that_differ_by_seed() -> None:
-    from portway.runtime.ipam import LOOPBACK_POOL, daemon_pool
+def test_a_daemon_tries_every_loopback_16_starting_from_its_seed() -> None:
+    from portway.runtime.ipam import LOOPBACK_POOL, daemon_pools
 
-    pools = {daemon_pool(bytes([0, i])) for i in range(128)}
-    assert len(pools) == 128
+    pools = daemon_pools(b"\x00\x05")
+    assert len(set(pools)) == 128
     assert all(p.prefixlen == 16 and p.subnet_of(LOOPBACK_POOL) for p in pools)
-    assert user_subnet(1, daemon_pool(b"\x00\x05")) == ipaddress.IPv4Network("127.133.1.0/24")
+    assert [str(p) for p in pools[:2]] == ["127.133.0.0/16", "127.134.0.0/16"]
+    assert str(pools[-1]) == "127.132.0.0/16"  # wraps round to the ones before the seed's
+    assert user_subnet(1, pools[0]) == ipaddress.IPv4Network("127.133.1.0/24")
+    assert daemon_pools(b"\x00\x06")[0] != pools[0]
+
+
+def test_the_pool_a_daemon_had_comes_first_and_a_foreign_one_is_ignored() -> None:
+    from portway.runtime.ipam import daemon_pools
+
+    had = ipaddress.IPv4Network("127.200.0.0/16")
+    pools = daemon_pools(b"\x00\x05", had)
+    assert pools[0] == had and len(set(pools)) == 128
+    assert pools[1:3] == daemon_pools(b"\x00\x05")[:2]
+    assert daemon_pools(b"\x00\x05", ipaddress.IPv4Network("10.0.0.0/16")) == daemon_pools(
+        b"\x00\x05"
+    )

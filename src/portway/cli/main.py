@@ -78,7 +78,7 @@ def up(
 ) -> None:
     """Run the Portway daemon in the foreground until Ctrl-C or SIGTERM."""
     from .. import config
-    from ..app import Ready, run
+    from ..app import Ready, SetupError, run
 
     try:
         settings = config.load(
@@ -106,6 +106,8 @@ def up(
 
     try:
         run(settings, ready)
+    except SetupError as err:
+        _fail(f"cannot start: {err}")
     except OSError as err:
         _fail(f"cannot start: {err}")
 

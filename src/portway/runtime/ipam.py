@@ -16,10 +16,24 @@ SUBNET_PREFIX = 24
 DAEMON_POOL_PREFIX = 16
 
 
-def daemon_pool(seed: bytes) -> ipaddress.IPv4Network:
-    """A /16 of the loopback pool picked by `seed` (the data directory), so that two daemons
-    on one host (tests, say) hand out different addresses: 256 users of 253 instances each."""
-    index = int.from_bytes(seed[:2], "big") % 2 ** (DAEMON_POOL_PREFIX - LOOPBACK_POOL.prefixlen)
+def daemon_pools(
+    seed: bytes, first: ipaddress.IPv4Network | None = None
+) -> list[ipaddress.IPv4Network]:
+    """Every /16 of the loopback pool, in the order a daemon tries to claim one: `first` (the
+    one it had before), then the one `seed` (its data directory) picks, then the ones after it.
+    Two daemons on one host must hold different /16s (runtime/pool_claim.py sees to it): the
+    same address on both would let one's readiness check see the other's app. 256 users of 253
+    instances each fit in one."""
+    count = 2 ** (DAEMON_POOL_PREFIX - LOOPBACK_POOL.prefixlen)
+    start = int.from_bytes(seed[:2], "big") % count
+    pools = [_daemon_pool((start + step) % count) for step in range(count)]
+    if first is not None and first in pools:
+        pools.remove(first)
+        pools.insert(0, first)
+    return pools
+
+
+def _daemon_pool(index: int) -> ipaddress.IPv4Network:
     first = int(LOOPBACK_POOL.network_address) + index * 2 ** (32 - DAEMON_POOL_PREFIX)
     return ipaddress.IPv4Network((first, DAEMON_POOL_PREFIX))
 
