@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from portway import compiled
-from tests.daemon import Daemon
+from tests.daemon import Daemon, free_offset
 
 
 def test_banner_points_sdk_and_cli_at_the_daemon(daemon: Daemon) -> None:
@@ -112,6 +112,49 @@ def test_daemons_whose_data_directories_pick_one_pool_serve_their_own_apps(
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_a_host_with_no_free_address_pool_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    """Every /16 held by other daemons: `portway up` exits 1 naming the lock directory, not a
+    traceback. The daemon's TMPDIR points its lock directory into this test's own folder."""
+    import os
+    import subprocess
+    import sys
+
+    from portway.runtime.pool_claim import PoolClaim, claim_pool
+
+    locks = tmp_path / "portway-address-pools"
+    held: list[PoolClaim] = []
+    try:
+        for index in range(128):
+            folder = tmp_path / f"other{index}"
+            folder.mkdir()
+            held.append(claim_pool(b"\x00\x00", folder, locks))
+        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "portway",
+                "up",
+                "--port",
+                "0",
+                "--port-offset",
+                str(free_offset()),  # were it to start after all, on ports of its own
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        for claim in held:
+            claim.release()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "portway: cannot start:" in done.stderr and str(locks) in done.stderr
+    assert "Traceback" not in done.stderr and "is up" not in done.stdout
 
 
 def test_an_image_name_with_dots_or_underscores_gives_a_valid_instance_name(
