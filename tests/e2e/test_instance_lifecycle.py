@@ -618,6 +618,57 @@ def test_an_app_serving_its_port_is_running_only_once_it_listens(api: Api) -> No
         api.delete(uuid)
 
 
+def test_an_address_another_process_answers_on_is_not_taken_for_ready(daemon: Daemon) -> None:
+    """Readiness is "the port accepts": with another process already answering on the
+    instance's address and port (a host server on 0.0.0.0:PORT, or another instance whose app
+    ignores $HOST), the app could not listen while its check saw the other one, and the gateway
+    would send its traffic there. The start fails instead, saying why, until the port is free."""
+    import ipaddress
+    import socket
+
+    from portway.runtime.pool_claim import RECORD
+
+    pool = ipaddress.IPv4Network((daemon.data_dir / RECORD).read_text().strip())
+    address = str(pool.network_address + 2)  # a fresh daemon's first instance
+    port = dest_port()
+    app = textwrap.dedent(
+        """\
+        import os, socket, time
+        s = socket.socket()
+        s.bind((os.environ["HOST"], int(os.environ["PORT"])))
+        s.listen()
+        print("app ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    body = {
+        "image": "host",
+        "args": [sys.executable, "-c", app],
+        "service_group": {"services": [{"port": 443, "destination_port": port}]},
+        "autostart": True,
+        "timeout_s": 10,
+    }
+    api = Api(daemon)
+    squatter = socket.create_server((address, port))
+    try:
+        doc = api.call("POST", "/instances", json=body).json()
+        [inst] = doc["data"]["instances"]
+        assert inst["private_ip"] == address, inst
+        assert "stopped before it was running (exit code 127)" in doc["message"], doc
+        assert api.get(inst["uuid"])["state"] == "stopped"
+        log = api.log_text(inst["uuid"])
+        assert f"{address}:{port} already accepts connections" in log, log
+        assert "app ready" not in log
+        squatter.close()
+        api.start(inst["uuid"])
+        api.wait(inst["uuid"], "running", timeout_s=10)
+        assert "app ready" in api.log_text(inst["uuid"])
+        api.delete(inst["uuid"])
+    finally:
+        squatter.close()
+        api.close()
+
+
 # --- instances of an uploaded image ---------------------------------------------------------
 
 

@@ -773,6 +773,12 @@ class InstanceController:
         instance = begun
         self._causes.pop(instance.uuid, None)  # a stop before this run began is moot now
         spec, port = await self._launch_spec(instance)
+        if port is not None and await _accepts(instance.private_ip, port):
+            # Readiness is "the port accepts": with another process answering there already,
+            # the app would fail to listen while its check saw the other one, and the gateway
+            # would send its traffic there.
+            _append_log(spec.log_path, _taken(instance.private_ip, port))
+            return (127, None, False)
         began = time.perf_counter()
         try:
             await self._driver.start(spec)
@@ -1291,6 +1297,15 @@ def _given_up(instance: Instance) -> bool:
         instance.state is State.STOPPED
         and instance.desired == HALT
         and instance.status.start_count > 0
+    )
+
+
+def _taken(address: str, port: int) -> str:
+    return (
+        f"portway: cannot start: {address}:{port} already accepts connections, from a process "
+        f"that is not this instance (one listening on 0.0.0.0:{port} or on {address}, such as "
+        f"another instance whose app ignores $HOST); it will not start while that process "
+        f"holds the port\n"
     )
 
 
