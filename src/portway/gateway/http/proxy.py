@@ -93,9 +93,19 @@ class Logged(NamedTuple):
     fields: str
 
 
-class _HeadDone(Exception):
+class _ResponseEnds(Exception):
+    """Raised in a response-parser callback to stop llhttp where the response ends."""
+
+
+class _HeadDone(_ResponseEnds):
     """A response to HEAD ends with its head, whatever Content-Length says; llhttp cannot be
     told, so parsing stops here and the connection gets a fresh parser."""
+
+
+class _Overrun(_ResponseEnds):
+    """A message after the response, in the same read: the instance is out of step. Parsing
+    stops before it, so that nothing of it reaches the client, the response that came before
+    it is still passed on, and the connection is not reused."""
 
 
 class Exchange(RequestHead):
@@ -228,7 +238,13 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.watched.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None or self.upgrading or self.dead or len(data) > SLICE:
+        if (
+            self.tunnel is not None
+            or self.upgrading
+            or self.tunnel_data
+            or self.dead
+            or len(data) > SLICE
+        ):
             self._unusual_read(data)
             return
         fresh = self.parsing is None and not self.queue  # llhttp is at the start of a message
@@ -286,8 +302,11 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.ctx.send(self.tunnel.transport, data)
             return
-        if self.upgrading:
-            self.tunnel_data.append(data)  # for the new protocol, once the instance agrees
+        if self.upgrading or self.tunnel_data:
+            # For the new protocol, once the instance agrees. If it refused, these bytes are
+            # HTTP again, read once its answer is done (`_finish`), and a read that comes
+            # meanwhile waits behind them: requests are answered in the order sent.
+            self.tunnel_data.append(data)
             return
         if self.dead:
             return
@@ -676,8 +695,10 @@ class ClientConnection(asyncio.Protocol):
     # --- answers and the end of an exchange -----------------------------------------------
 
     def _answer(self, exchange: Exchange, outcome: Outcome, message: str) -> None:
-        """The gateway answers the exchange at the front itself."""
-        close = exchange.must_close
+        """The gateway answers the exchange at the front itself. An Upgrade request it
+        answers ends the connection: what the client sent after it was kept for a tunnel
+        that will not be, and is not read as HTTP."""
+        close = exchange.must_close or (self.upgrading and exchange.upgrade is not None)
         response = outcome_response(outcome, message, close=close)
         exchange.status = int(response[9:12])
         exchange.outcome = outcome.value
@@ -944,8 +965,9 @@ class UpstreamConnection(asyncio.Protocol):
                 out.append(rest)
             self.tunnel = True
         except httptools.HttpParserError as err:
-            # httptools wraps what a callback raises: the end of a HEAD response is not an error.
-            if not isinstance(err.__context__, _HeadDone):
+            # httptools wraps what a callback raises: the end of a HEAD response, or bytes
+            # after a whole response, is not an error in that response.
+            if not isinstance(err.__context__, _ResponseEnds):
                 self._broken(f"invalid response from the instance: {err.__context__ or err}")
                 return
             self.done = True
@@ -1070,9 +1092,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.done:
-            # A message after the response, in the same read: the instance is out of step,
-            # and llhttp is part-way into bytes nobody asked for. The connection is not reused.
+            # A message after the response, in the same read: the instance is out of step.
+            # Left to run on, llhttp would parse it as the answer (its head and body would
+            # follow the response on the client connection); stopped, the connection is
+            # closed after the response instead of reused.
             self.overrun = True
+            raise _Overrun
 
     def on_headers_complete(self) -> None:
         exchange, client = self.exchange, self.client
