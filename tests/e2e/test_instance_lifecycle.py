@@ -186,7 +186,8 @@ def epoch(rfc3339: str) -> float:
 
 
 def dest_port() -> int:
-    """A destination port of this test's own (parallel daemons share private addresses)."""
+    """A destination port of this test's own, so that no port an earlier test left in use (a
+    process still exiting) can answer for this one."""
     return random.SystemRandom().randint(12_000, 30_000)
 
 
