@@ -28,6 +28,7 @@ from .harness import WAIT_S, GatewayThread, endpoint, http_listener, route, snap
 from .test_proxy import _read_body, _read_head, _serve, raw_backend
 
 REQ = b"GET /r HTTP/1.1\r\nHost: app.test\r\n\r\n"
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 # answer(request_head, index) -> list of writes; a float in the list is a pause (seconds)
 Answer = Callable[[bytes, int], list[bytes | float]]
@@ -389,15 +390,14 @@ def test_a_repeated_request_after_a_gateway_404_on_the_connection(tmp_path: Path
 
 
 def test_a_repeated_request_after_a_refused_upgrade(tmp_path: Path) -> None:
-    up = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     inst = Instance(lambda head, i: [ok(b"%d" % i)])
     with raw_backend(inst) as port, GatewayThread(tmp_path) as gw, client(gw, port) as sock:
         bodies = []
-        for req in (REQ, REQ, up, REQ, REQ):
+        for req in (REQ, REQ, UPGRADE, REQ, REQ):
             sock.sendall(req)
             bodies.append(recv_exactly_response(sock)[1])
         # the upgrade request and a repeat in one read
-        sock.sendall(up + REQ)
+        sock.sendall(UPGRADE + REQ)
         bodies.append(recv_exactly_response(sock)[1])
         bodies.append(recv_exactly_response(sock)[1])
         sock.sendall(REQ)
@@ -523,12 +523,11 @@ def test_an_upgrade_the_gateway_answers_itself_ends_the_connection(tmp_path: Pat
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()  # nothing listens there
-    up = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     with GatewayThread(tmp_path) as gw, client(gw, dead_port) as sock:
         sock.sendall(REQ)
         head, _ = recv_exactly_response(sock)
         assert head.startswith(b"HTTP/1.1 502") and b"Connection: close" not in head, head
-        sock.sendall(up + REQ)
+        sock.sendall(UPGRADE + REQ)
         head, _ = recv_exactly_response(sock)
         assert head.startswith(b"HTTP/1.1 502") and b"Connection: close" in head, head
         assert _LEFT.pop(sock.fileno(), b"") == b""  # the GET behind it is not answered
@@ -622,7 +621,6 @@ def test_requests_after_a_refused_upgrade_are_answered_in_the_order_sent(
 ) -> None:
     """An Upgrade request and a request behind it in one read (kept for the tunnel), then,
     once the instance has begun a non-101 answer, one more: answers in the order sent."""
-    up = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
     def answer(head: bytes, i: int) -> list[bytes | float]:
         if head.startswith(b"GET /ws"):
@@ -632,7 +630,7 @@ def test_requests_after_a_refused_upgrade_are_answered_in_the_order_sent(
 
     inst = Instance(answer)
     with raw_backend(inst) as port, GatewayThread(tmp_path) as gw, client(gw, port) as sock:
-        sock.sendall(up + b"GET /1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        sock.sendall(UPGRADE + b"GET /1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
         time.sleep(0.15)  # the instance has sent the head of its answer to the Upgrade
         sock.sendall(b"GET /2 HTTP/1.1\r\nHost: app.test\r\n\r\n")
         bodies = [recv_exactly_response(sock)[1] for _ in range(3)]

@@ -106,9 +106,7 @@ def up(
 
     try:
         run(settings, ready)
-    except SetupError as err:
-        _fail(f"cannot start: {err}")
-    except OSError as err:
+    except (SetupError, OSError) as err:
         _fail(f"cannot start: {err}")
 
 

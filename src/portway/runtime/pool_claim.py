@@ -16,7 +16,6 @@ the pool that new instances get too.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -112,7 +111,5 @@ def _recorded(path: Path) -> ipaddress.IPv4Network | None:
 
 def _record(path: Path, network: ipaddress.IPv4Network) -> None:
     tmp = path.with_suffix(".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
     tmp.write_text(f"{network}\n")
     tmp.replace(path)
