@@ -360,6 +360,27 @@ def test_log_trimming_survives_runs_coming_and_going(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_a_teardown_cancelled_before_it_starts_leaves_no_unawaited_stop(tmp_path: Path) -> None:
+    """A stop's teardown task cancelled before its first step (the controller closing right
+    after the stop) never awaited the driver's stop coroutine, which then warned "never
+    awaited" when collected (seen once in a full run). It is closed instead."""
+    import inspect
+
+    async def body(env: Env) -> None:
+        [instance], _ = await env.ctl.create(ALICE, replace(APP, autostart=True))
+        await settle()
+        stop = env.driver.stop(instance.uuid, 1.0)
+        env.ctl._spawn_teardown(instance.uuid, stop)
+        task = env.ctl._teardowns[instance.uuid]
+        task.cancel()  # before the loop gave it a step
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert inspect.getcoroutinestate(stop) == inspect.CORO_CLOSED
+        assert env.alive(instance)  # the stop was dropped, not run
+
+    run(tmp_path, body)
+
+
 def test_finished_deletes_leave_no_tasks_behind(tmp_path: Path) -> None:
     """_delete_one stores its teardown task in `_teardowns` and nothing ever removes it."""
 
